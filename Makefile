@@ -1,0 +1,46 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   simulate a cohort and run the bayesrad pipeline on it
+#   make test   run the test suite
+# Both create .venv when needed and (re)install only when pyproject.toml or
+# constraints.txt changed since the last install.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.bayesrad-installed
+DEMO_OUT ?= demo_out
+
+# pgmpy's structure search depends on hash order; fix it for reproducible graphs.
+export PYTHONHASHSEED := 0
+# Libraries that cache under ~ or ./data write into the build tree instead.
+export MPLBACKEND := Agg
+
+.PHONY: install demo test benchmarks clean
+
+install: $(STAMP)
+
+# torch goes first and pinned (constraints.txt): the project machines hold a local CPU
+# build of 2.13.0, and an unpinned torch pulls several GB of CUDA packages. On a machine
+# with CUDA the same pin takes PyPI's CUDA build. neuroHarmonize declares numpy<2, which
+# would downgrade numpy and break jax, pgmpy and shap; it runs with numpy 2.3, so it is
+# installed without its declared dependencies.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade "pip>=24"
+	$(PIP) install --quiet -c constraints.txt torch==2.13.0
+	$(PIP) install --quiet -c constraints.txt -e ".[all]"
+	$(PIP) install --quiet -c constraints.txt --no-deps neuroHarmonize==2.5.2 neuroCombat==0.2.12
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/bayesrad demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+benchmarks: $(STAMP)
+	for b in benchmarks/*.py; do $(PY) $$b --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT)
