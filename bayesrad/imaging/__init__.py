@@ -1,0 +1,26 @@
+"""Learned 3D image embeddings: MONAI preprocessing and encoders, self-supervised pretraining by
+masked inpainting, attention-MIL for patient-level labels, and saliency maps back to voxels.
+
+Entry points for the command line: ``pretrain_encoder(cohort, out_dir, ...)`` and
+``embed_cohort(cohort, encoder_dir, ...) -> deep block``. Nothing is downloaded: encoders are
+initialised randomly and trained by the package (a small one ships in ``models/encoder_small``).
+"""
+
+from bayesrad.imaging.embed import embed_cohort, embed_volumes, embedding_frame
+from bayesrad.imaging.encoders import ENCODERS, EncoderConfig, VolumeEncoder, build_encoder, load_encoder, save_encoder
+from bayesrad.imaging.mil import AttentionMILClassifier
+from bayesrad.imaging.pretrain import PretrainResult, pretrain_encoder, pretrain_volumes
+from bayesrad.imaging.saliency import (
+    ImagePredictor, gradient_saliency, heatmap_auc, heatmap_to_image, occlusion_saliency, saliency_map, save_heatmap,
+)
+from bayesrad.imaging.transforms import PreprocessConfig, preprocess_cohort, preprocess_patient, preprocessing_transforms
+
+__all__ = [
+    "ENCODERS", "EncoderConfig", "VolumeEncoder", "build_encoder", "load_encoder", "save_encoder",
+    "PreprocessConfig", "preprocess_cohort", "preprocess_patient", "preprocessing_transforms",
+    "PretrainResult", "pretrain_encoder", "pretrain_volumes",
+    "embed_cohort", "embed_volumes", "embedding_frame",
+    "AttentionMILClassifier",
+    "ImagePredictor", "gradient_saliency", "occlusion_saliency", "saliency_map", "heatmap_auc",
+    "heatmap_to_image", "save_heatmap",
+]
