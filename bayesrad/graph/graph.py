@@ -1,0 +1,569 @@
+"""The graph of a bayesrad model: a DAG of typed nodes (``NodeSpec``) on networkx.
+
+A node is either one observed column of a cohort block (``continuous``, ``binary``,
+``categorical``, ``ordinal``, ``count``, ``survival``), a ``latent`` node standing for a whole
+high-dimensional block (radiomics, deep features, genes) through a k-dimensional latent with a
+factor-analysis likelihood over the block's columns, or a ``group`` node (centre, scanner) that
+gives its children hierarchical random intercepts.
+
+The graph is acyclic by construction: ``add_edge`` refuses an edge that would close a cycle,
+an edge into a ``group`` node and an edge out of a ``survival`` node, naming the nodes.
+It is read and written as YAML (``to_yaml`` / ``from_yaml``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import pandas as pd
+import yaml
+
+from bayesrad.errors import GraphError
+
+KINDS = ("continuous", "binary", "categorical", "ordinal", "count", "survival", "latent", "group")
+OBSERVED_KINDS = ("continuous", "binary", "categorical", "ordinal", "count", "survival")
+# Kinds whose values are discrete levels (a categorical parent is one-hot coded against its
+# first level; an ordinal parent enters as its level index).
+DISCRETE_KINDS = ("binary", "categorical", "ordinal", "group")
+
+GRAPH_FORMAT = "bayesrad-graph/1"
+
+# Keys a node's prior override may hold (all on the standardised scale of the node):
+#   intercept_scale, coef_scale, noise_scale: Normal / HalfNormal scales;
+#   shrinkage: "horseshoe" (regularised horseshoe over its incoming coefficients) or "normal";
+#   family: "poisson" | "negbinom" for count nodes; mlp_hidden: width of a small MLP mean
+#   (continuous nodes); group_scale: scale of the random-intercept sd of a group parent.
+NODE_PRIOR_KEYS = frozenset(
+    {"intercept_scale", "coef_scale", "noise_scale", "shrinkage", "family", "mlp_hidden",
+     "group_scale", "global_scale", "slab_scale"}
+)
+# Keys an edge's prior override may hold: sign ("positive" / "negative", a known direction of
+# effect: the coefficient's prior becomes half-normal on that side), mean, scale (standardised).
+EDGE_PRIOR_KEYS = frozenset({"sign", "mean", "scale"})
+
+# A numeric block with more columns than this is summarised by a latent node in
+# ``Graph.default`` (a factor model); smaller blocks enter column by column.
+_DEFAULT_LATENT_MIN_COLUMNS = 10
+_LATENT_BLOCKS = ("radiomics", "deep", "genes", "expression")
+
+
+@dataclass
+class NodeSpec:
+    """One node of a bayesrad graph.
+
+    Parameters
+    ----------
+    name : node name; for an observed node, the column name in its block.
+    kind : one of ``KINDS``.
+    block : name of the cohort block holding the node's column(s); found from the data when
+        ``None`` (observed nodes). Required for ``latent`` nodes.
+    columns : for ``latent`` nodes, the block's columns its factor model explains
+        (``None`` = every numeric column of the block).
+    levels : ordered levels of ``binary`` / ``categorical`` / ``ordinal`` / ``group`` nodes
+        (the first is the reference level); found from the data when ``None``.
+    unit : physical unit (``"Gy"``, ``"days"``), informative only.
+    latent_dim : dimension k of a ``latent`` node.
+    event : for a ``survival`` node (the time column), the name of its 0/1 event column.
+    prior : node prior overrides (keys in ``NODE_PRIOR_KEYS``).
+    """
+
+    name: str
+    kind: str
+    block: str | None = None
+    columns: list[str] | None = None
+    levels: list | None = None
+    unit: str | None = None
+    latent_dim: int = 2
+    event: str | None = None
+    prior: dict[str, Any] | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise GraphError(f"a node needs a non-empty text name (got {self.name!r})")
+        if self.kind not in KINDS:
+            raise GraphError(
+                f"node {self.name!r}: unknown kind {self.kind!r}; use one of {', '.join(KINDS)}"
+            )
+        if self.kind == "latent":
+            if not self.block:
+                raise GraphError(
+                    f"latent node {self.name!r} needs block= (the cohort block it stands for)"
+                )
+            if int(self.latent_dim) < 1:
+                raise GraphError(
+                    f"latent node {self.name!r}: latent_dim must be >= 1 (got {self.latent_dim})"
+                )
+        self.latent_dim = int(self.latent_dim)
+        if self.columns is not None:
+            self.columns = [str(c) for c in self.columns]
+        if self.levels is not None:
+            self.levels = list(self.levels)
+            if len(set(map(str, self.levels))) != len(self.levels):
+                raise GraphError(f"node {self.name!r}: repeated levels {self.levels}")
+        if self.kind == "binary" and self.levels is not None and len(self.levels) != 2:
+            raise GraphError(
+                f"binary node {self.name!r} needs exactly 2 levels (got {self.levels}); "
+                "declare it categorical instead"
+            )
+        if self.prior is not None:
+            unknown = set(self.prior) - NODE_PRIOR_KEYS
+            if unknown:
+                raise GraphError(
+                    f"node {self.name!r}: unknown prior keys {sorted(unknown)}; "
+                    f"allowed: {sorted(NODE_PRIOR_KEYS)}"
+                )
+            self.prior = dict(self.prior)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (for YAML): empty fields dropped, ``latent_dim`` only for latents."""
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        for key in ("block", "columns", "levels", "unit", "event", "prior"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = _plain(value)
+        if self.kind == "latent":
+            out["latent_dim"] = self.latent_dim
+        return out
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> "NodeSpec":
+        """Inverse of ``to_dict``; unknown fields raise ``GraphError``."""
+        if not isinstance(spec, Mapping) or "name" not in spec or "kind" not in spec:
+            raise GraphError(f"a node entry needs 'name' and 'kind' (got {spec!r})")
+        allowed = {"name", "kind", "block", "columns", "levels", "unit", "latent_dim", "event",
+                   "prior"}
+        unknown = set(spec) - allowed
+        if unknown:
+            raise GraphError(f"node {spec['name']!r}: unknown fields {sorted(unknown)}")
+        return cls(**dict(spec))
+
+
+def _plain(value):
+    """YAML-safe copy of a value (numpy scalars to Python, tuples to lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    return value
+
+
+def _check_parent_kind(parent: NodeSpec, child: NodeSpec) -> None:
+    """Refuse an edge whose parent kind the child's family cannot take."""
+    if child.kind == "group":
+        raise GraphError(
+            f"edge {parent.name!r} -> {child.name!r}: a group node ({child.name!r}) is a root "
+            "(it gives random intercepts to its children) and cannot have parents; "
+            "reverse the edge or make it categorical"
+        )
+    if parent.kind == "survival":
+        raise GraphError(
+            f"edge {parent.name!r} -> {child.name!r}: a survival node ({parent.name!r}) is an "
+            "outcome observed with censoring and cannot be a parent; use a binary "
+            "'event by time t' node instead"
+        )
+
+
+class Graph:
+    """A DAG of ``NodeSpec``s with per-edge prior overrides and edge confidence.
+
+    Parameters
+    ----------
+    nodes : node specs (names must be unique).
+    edges : ``(parent, child)`` pairs between named nodes.
+    """
+
+    def __init__(self, nodes: Iterable[NodeSpec] = (), edges: Iterable[tuple[str, str]] = ()):
+        self._g = nx.DiGraph()
+        for spec in nodes:
+            self.add_node(spec)
+        for edge in edges:
+            if len(edge) != 2:
+                raise GraphError(f"an edge is a (parent, child) pair (got {edge!r})")
+            self.add_edge(edge[0], edge[1])
+
+    # ---------------------------------------------------------------- building
+    def add_node(self, spec: NodeSpec) -> "Graph":
+        """Add a node; a repeated name raises ``GraphError``."""
+        if not isinstance(spec, NodeSpec):
+            raise GraphError(f"add_node takes a NodeSpec (got {type(spec).__name__})")
+        if spec.name in self._g:
+            raise GraphError(f"node {spec.name!r} is already in the graph; rename one of them")
+        self._g.add_node(spec.name, spec=spec)
+        return self
+
+    def add_edge(self, u: str, v: str, prior: Mapping[str, Any] | None = None,
+                 confidence: float | Mapping[str, float] | None = None) -> "Graph":
+        """Add the edge ``u -> v`` (``u`` a parent of ``v``).
+
+        Parameters
+        ----------
+        prior : edge prior override, keys ``sign`` (``"positive"``/``"negative"``), ``mean``,
+            ``scale`` (on the standardised scale of the child's linear predictor).
+        confidence : bootstrap edge probability, a float or ``{"probability": p,
+            "direction": q}``.
+        """
+        for name in (u, v):
+            if name not in self._g:
+                raise GraphError(
+                    f"edge {u!r} -> {v!r}: node {name!r} is not in the graph; add it first "
+                    f"(nodes: {self.nodes[:20]})"
+                )
+        if u == v:
+            raise GraphError(f"edge {u!r} -> {v!r} is a self-loop; a node cannot cause itself")
+        _check_parent_kind(self.spec(u), self.spec(v))
+        if nx.has_path(self._g, v, u):
+            path = nx.shortest_path(self._g, v, u)
+            raise GraphError(
+                f"edge {u!r} -> {v!r} would close the cycle {' -> '.join(path + [v])}; "
+                "remove or reverse one of its edges"
+            )
+        self._g.add_edge(u, v, prior=_check_edge_prior(u, v, prior),
+                         confidence=_check_confidence(u, v, confidence))
+        return self
+
+    def remove_edge(self, u: str, v: str) -> "Graph":
+        """Remove the edge ``u -> v`` (``GraphError`` if absent)."""
+        if not self._g.has_edge(u, v):
+            raise GraphError(f"edge {u!r} -> {v!r} is not in the graph")
+        self._g.remove_edge(u, v)
+        return self
+
+    # ---------------------------------------------------------------- reading
+    @property
+    def nodes(self) -> list[str]:
+        """Node names in insertion order."""
+        return list(self._g.nodes)
+
+    @property
+    def edges(self) -> list[tuple[str, str]]:
+        """``(parent, child)`` pairs."""
+        return list(self._g.edges)
+
+    def spec(self, name: str) -> NodeSpec:
+        """The ``NodeSpec`` of node ``name``."""
+        if name not in self._g:
+            raise GraphError(f"node {name!r} is not in the graph (nodes: {self.nodes[:20]})")
+        return self._g.nodes[name]["spec"]
+
+    def parents(self, name: str) -> list[str]:
+        """Parents of ``name`` in the order their edges were added."""
+        self.spec(name)
+        return list(self._g.predecessors(name))
+
+    def children(self, name: str) -> list[str]:
+        """Children of ``name``."""
+        self.spec(name)
+        return list(self._g.successors(name))
+
+    def edge_prior(self, u: str, v: str) -> dict[str, Any] | None:
+        """Prior override of edge ``u -> v`` (``None`` = the default prior)."""
+        if not self._g.has_edge(u, v):
+            raise GraphError(f"edge {u!r} -> {v!r} is not in the graph")
+        return self._g.edges[u, v]["prior"]
+
+    @property
+    def edge_confidence(self) -> dict[tuple[str, str], dict[str, float]]:
+        """``{(u, v): {"probability": p, "direction": q}}`` for edges that carry one."""
+        return {(u, v): dict(d["confidence"]) for u, v, d in self._g.edges(data=True)
+                if d.get("confidence") is not None}
+
+    def topological_order(self) -> list[str]:
+        """Nodes so that every parent comes before its children (ties in insertion order)."""
+        return list(nx.lexicographical_topological_sort(
+            self._g, key=lambda n: self.nodes.index(n)))
+
+    def markov_blanket(self, name: str) -> list[str]:
+        """Parents, children and the children's other parents of ``name``."""
+        blanket = set(self.parents(name)) | set(self.children(name))
+        for child in self.children(name):
+            blanket |= set(self.parents(child))
+        blanket.discard(name)
+        return [n for n in self.nodes if n in blanket]
+
+    def to_networkx(self) -> nx.DiGraph:
+        """A copy as ``networkx.DiGraph``: node attr ``spec`` (and ``kind``, ``block``), edge
+        attrs ``prior`` and ``confidence``."""
+        g = self._g.copy()
+        for name in g.nodes:
+            spec = g.nodes[name]["spec"]
+            g.nodes[name]["kind"] = spec.kind
+            g.nodes[name]["block"] = spec.block
+        return g
+
+    @classmethod
+    def from_networkx(cls, g: nx.DiGraph, kinds: Mapping[str, str] | None = None) -> "Graph":
+        """Build from a DiGraph whose nodes carry ``spec`` (a NodeSpec) or ``kind`` (+``block``)
+        attributes, or whose kinds are given in ``kinds``."""
+        graph = cls()
+        for name, data in g.nodes(data=True):
+            if isinstance(data.get("spec"), NodeSpec):
+                graph.add_node(replace(data["spec"]))
+                continue
+            kind = (kinds or {}).get(name, data.get("kind"))
+            if kind is None:
+                raise GraphError(f"node {name!r} has no kind; pass kinds={{{name!r}: ...}}")
+            # node attributes named like NodeSpec fields (as the simulator's truth graph
+            # carries them) are kept; an empty column list means "the whole block"
+            extra = {key: data[key] for key in ("levels", "unit", "event", "latent_dim", "prior")
+                     if data.get(key) is not None}
+            if data.get("columns"):
+                extra["columns"] = list(data["columns"])
+            graph.add_node(NodeSpec(str(name), kind, block=data.get("block"), **extra))
+        for u, v, data in g.edges(data=True):
+            graph.add_edge(str(u), str(v), prior=data.get("prior"),
+                           confidence=data.get("confidence"))
+        return graph
+
+    def copy(self) -> "Graph":
+        """A deep-enough copy (specs copied; edits do not leak)."""
+        return Graph.from_dict(self.to_dict())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._g
+
+    def __len__(self) -> int:
+        return self._g.number_of_nodes()
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Graph) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"Graph({len(self)} nodes, {self._g.number_of_edges()} edges)"
+
+    # ---------------------------------------------------------------- data
+    def check_data(self, blocks: Mapping[str, pd.DataFrame]) -> dict[str, tuple[str, list[str]]]:
+        """Find every node's block and columns in ``blocks`` (``{block: DataFrame}``).
+
+        Returns ``{node: (block, columns)}``; an observed node's columns are ``[name]`` (plus
+        its event column for survival). A node whose column (or block) is absent raises
+        ``GraphError`` naming the node and where it was looked for.
+        """
+        where: dict[str, tuple[str, list[str]]] = {}
+        for name in self.nodes:
+            spec = self.spec(name)
+            if spec.kind == "latent":
+                if spec.block not in blocks:
+                    raise GraphError(
+                        f"latent node {name!r} stands for block {spec.block!r}, which is not in "
+                        f"the data (blocks: {sorted(blocks)}); add the block or fix block="
+                    )
+                frame = blocks[spec.block]
+                if spec.columns is None:
+                    columns = [c for c in frame.columns
+                               if pd.api.types.is_numeric_dtype(frame[c])]
+                else:
+                    absent = [c for c in spec.columns if c not in frame.columns]
+                    if absent:
+                        raise GraphError(
+                            f"latent node {name!r}: columns {absent[:5]} are not in block "
+                            f"{spec.block!r}; fix columns= or the data"
+                        )
+                    columns = list(spec.columns)
+                if not columns:
+                    raise GraphError(f"latent node {name!r}: block {spec.block!r} has no "
+                                     "numeric columns to model")
+                where[name] = (spec.block, columns)
+                continue
+            needed = [name] + ([spec.event] if spec.kind == "survival" else [])
+            if spec.kind == "survival" and not spec.event:
+                raise GraphError(f"survival node {name!r} needs event= (its 0/1 event column)")
+            candidates = [spec.block] if spec.block else list(blocks)
+            found = [b for b in candidates if b in blocks and all(c in blocks[b].columns
+                                                                  for c in needed)]
+            if not found:
+                looked = f"block {spec.block!r}" if spec.block else f"blocks {sorted(blocks)}"
+                raise GraphError(
+                    f"node {name!r}: column(s) {needed} not found in {looked}; add the column "
+                    "to the data, fix the node's block=, or remove the node"
+                )
+            if len(found) > 1:
+                raise GraphError(
+                    f"node {name!r}: a column of that name is in several blocks {found}; "
+                    "set block= on the node"
+                )
+            where[name] = (found[0], needed)
+        return where
+
+    @classmethod
+    def default(cls, cohort_or_blocks, target: str, latent_dim: int = 2,
+                exclude: Iterable[str] = ()) -> "Graph":
+        """The obvious first graph: every block and clinical variable a parent of ``target``.
+
+        Blocks named radiomics/deep/genes/expression, or numeric blocks with more than
+        10 columns, become one ``latent`` node each (named after the block); other columns
+        become observed nodes typed from the cohort schema (or inferred). Other outcome
+        columns (survival times, events, and every column of an ``outcome`` block other than
+        the target) are left out so that no outcome explains another.
+
+        Parameters
+        ----------
+        cohort_or_blocks : a ``Cohort`` or ``{block: DataFrame}`` indexed by patient_id.
+        target : name of the target column.
+        latent_dim : k of each latent node.
+        exclude : column names to leave out (identifiers, leakage).
+        """
+        from bayesrad.data.schema import infer_schema
+
+        blocks, schema = _blocks_and_schema(cohort_or_blocks)
+        exclude = set(exclude)
+        target_spec = None
+        specs: list[NodeSpec] = []
+        for block, frame in blocks.items():
+            types = schema.get(block) or infer_schema(frame)
+            if target in frame.columns:
+                target_spec = _spec_from_type(target, block, types[target])
+                continue
+            numeric = [c for c in frame.columns
+                       if c not in exclude and types[c].kind in ("continuous", "count")]
+            as_latent = block in _LATENT_BLOCKS or (
+                len(numeric) > _DEFAULT_LATENT_MIN_COLUMNS
+                and len(numeric) >= 0.8 * frame.shape[1])
+            if block == "outcome":
+                continue
+            if as_latent:
+                if numeric:
+                    specs.append(NodeSpec(block, "latent", block=block, columns=numeric,
+                                          latent_dim=min(latent_dim, len(numeric))))
+                continue
+            for col in frame.columns:
+                ctype = types[col]
+                if col in exclude or ctype.kind in ("label", "event", "survival"):
+                    continue
+                specs.append(_spec_from_type(col, block, ctype))
+        if target_spec is None:
+            raise GraphError(
+                f"target {target!r} is not a column of any block ({sorted(blocks)}); "
+                "pass the name of an outcome column"
+            )
+        names = {s.name for s in specs}
+        if target_spec.name in names:
+            raise GraphError(f"target {target!r} collides with a node of the same name")
+        graph = cls(specs + [target_spec])
+        for spec in specs:
+            graph.add_edge(spec.name, target)
+        return graph
+
+    # ---------------------------------------------------------------- YAML
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form: ``{"format", "nodes": [...], "edges": [...]}``."""
+        edges = []
+        for u, v, data in self._g.edges(data=True):
+            entry: dict[str, Any] = {"from": u, "to": v}
+            if data.get("prior") is not None:
+                entry["prior"] = _plain(data["prior"])
+            if data.get("confidence") is not None:
+                entry["confidence"] = _plain(data["confidence"])
+            edges.append(entry)
+        return {"format": GRAPH_FORMAT,
+                "nodes": [self.spec(n).to_dict() for n in self.nodes],
+                "edges": edges}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Graph":
+        """Inverse of ``to_dict``."""
+        if not isinstance(data, Mapping) or "nodes" not in data:
+            raise GraphError("a graph description needs a 'nodes' list (and 'edges')")
+        fmt = data.get("format", GRAPH_FORMAT)
+        if fmt != GRAPH_FORMAT:
+            raise GraphError(f"graph format {fmt!r} is not supported (expected {GRAPH_FORMAT!r})")
+        graph = cls([NodeSpec.from_dict(n) for n in data["nodes"]])
+        for entry in data.get("edges") or []:
+            if isinstance(entry, Mapping):
+                if "from" not in entry or "to" not in entry:
+                    raise GraphError(f"an edge entry needs 'from' and 'to' (got {dict(entry)!r})")
+                graph.add_edge(entry["from"], entry["to"], prior=entry.get("prior"),
+                               confidence=entry.get("confidence"))
+            else:
+                u, v = entry
+                graph.add_edge(u, v)
+        return graph
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """Write the graph as YAML to ``path`` (atomically) and return the text."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            path = Path(path)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+        return text
+
+    @classmethod
+    def from_yaml(cls, path_or_text: str | Path) -> "Graph":
+        """Read a graph from a YAML file (or YAML text containing a newline)."""
+        if isinstance(path_or_text, str) and "\n" in path_or_text:
+            text = path_or_text
+        else:
+            path = Path(path_or_text)
+            if not path.exists():
+                from bayesrad.errors import MissingFileError
+                raise MissingFileError(f"graph file {str(path)!r} does not exist")
+            text = path.read_text()
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise GraphError(f"graph YAML cannot be parsed: {exc}") from exc
+        return cls.from_dict(data)
+
+
+def _check_edge_prior(u, v, prior):
+    if prior is None:
+        return None
+    if not isinstance(prior, Mapping):
+        raise GraphError(f"edge {u!r} -> {v!r}: prior must be a mapping (got {prior!r})")
+    unknown = set(prior) - EDGE_PRIOR_KEYS
+    if unknown:
+        raise GraphError(f"edge {u!r} -> {v!r}: unknown prior keys {sorted(unknown)}; "
+                         f"allowed: {sorted(EDGE_PRIOR_KEYS)}")
+    if "sign" in prior and prior["sign"] not in ("positive", "negative"):
+        raise GraphError(f"edge {u!r} -> {v!r}: sign must be 'positive' or 'negative' "
+                         f"(got {prior['sign']!r})")
+    if "scale" in prior and not float(prior["scale"]) > 0:
+        raise GraphError(f"edge {u!r} -> {v!r}: prior scale must be > 0 (got {prior['scale']})")
+    return dict(prior)
+
+
+def _check_confidence(u, v, confidence):
+    if confidence is None:
+        return None
+    if not isinstance(confidence, Mapping):
+        confidence = {"probability": float(confidence)}
+    out = {str(k): float(val) for k, val in confidence.items()}
+    for key, val in out.items():
+        if not 0.0 <= val <= 1.0:
+            raise GraphError(f"edge {u!r} -> {v!r}: confidence {key} must be in [0, 1] "
+                             f"(got {val})")
+    return out
+
+
+def _blocks_and_schema(cohort_or_blocks):
+    """``({block: DataFrame}, {block: {column: ColumnType}})`` from a Cohort or a dict."""
+    if isinstance(cohort_or_blocks, Mapping):
+        return dict(cohort_or_blocks), {}
+    blocks = getattr(cohort_or_blocks, "blocks", None)
+    if blocks is None:
+        raise GraphError(
+            f"expected a Cohort or a dict of DataFrames (got {type(cohort_or_blocks).__name__})"
+        )
+    return dict(blocks), dict(getattr(cohort_or_blocks, "schema", {}) or {})
+
+
+def _spec_from_type(name: str, block: str, ctype) -> NodeSpec:
+    kind = ctype.kind
+    if kind in ("event",):
+        kind = "binary"
+    if kind == "label":
+        raise GraphError(f"column {name!r} in block {block!r} is a label (text/id) and cannot "
+                         "be a node; exclude it")
+    levels = list(ctype.levels) if ctype.levels is not None and kind != "binary" else None
+    return NodeSpec(name, kind, block=block, levels=levels, unit=ctype.unit,
+                    event=ctype.event if kind == "survival" else None)
+
+
+__all__ = ["Graph", "NodeSpec", "KINDS", "OBSERVED_KINDS", "GRAPH_FORMAT"]

@@ -1,0 +1,594 @@
+"""One description of the node families, compiled to a Pyro model and to a NumPyro model.
+
+The families are written once against a small backend shim (``Backend``): distributions come
+from ``pyro.distributions`` or ``numpyro.distributions`` (same names, same ``.mask`` and
+``.to_event``), primitives are ``sample`` / ``plate`` / ``factor``, and tensor operations are
+torch or jax.numpy. ``Layout`` fixes, from a graph and its fitted ``Preprocessor``, every global
+site (name, shape, support, prior); ``make_model`` returns a plain model function
+``model(data)`` for either back end.
+
+Scales: continuous nodes and latent-block columns are standardised with training statistics;
+survival times are divided by their median; counts stay counts with a log-mean offset.
+Parents enter a child's linear predictor as: continuous (standardised value), binary (0/1),
+categorical (one-hot against the first level), ordinal (standardised numeric level), count
+(standardised count), latent (its k values); a group parent adds a hierarchical random
+intercept (non-centred).
+
+The same family code also runs outside any inference engine in ``local_pass``, vectorised over
+S posterior draws of the globals: it is the amortised guide of the per-patient latents during
+SVI and the posterior-predictive engine behind ``predict``/``query``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from bayesrad.errors import ModelError
+from bayesrad.graph.graph import Graph
+from bayesrad.model.design import Design, Preprocessor, _level_numbers
+
+PLATE = "patients"
+MISSING = "__missing"   # suffix of the site that imputes a missing parent value
+
+# Default prior scales on the standardised scale (weakly informative: a one-sd change of a
+# parent moves a Gaussian child by about one sd, a logit by a few units at most).
+_INTERCEPT_SCALE = {"continuous": 1.0, "binary": 2.5, "categorical": 2.5, "count": 2.0,
+                    "survival": 2.0}
+_COEF_SCALE = 1.0
+
+
+# ----------------------------------------------------------------------------- back ends
+class Backend:
+    """Distributions, primitives and tensor operations of one PPL (pyro or numpyro)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        if name == "pyro":
+            import pyro
+            import pyro.distributions as dist
+            import torch
+
+            self.dist, self.sample, self.plate, self.factor = dist, pyro.sample, pyro.plate, pyro.factor
+            self.xp = torch
+        elif name == "numpyro":
+            import jax.numpy as jnp
+            import numpyro
+            import numpyro.distributions as dist
+
+            self.dist, self.sample, self.plate, self.factor = (dist, numpyro.sample,
+                                                               numpyro.plate, numpyro.factor)
+            self.xp = jnp
+        else:
+            raise ModelError(f"unknown back end {name!r}; use 'pyro' or 'numpyro'")
+
+    # small tensor helpers whose spelling differs between torch and jax.numpy
+    def cat(self, tensors, axis=-1):
+        return self.xp.cat(tensors, dim=axis) if self.name == "pyro" else self.xp.concatenate(tensors, axis=axis)
+
+    def zeros_like_last(self, x, size):
+        """Zeros shaped like ``x`` with the last dimension set to ``size``."""
+        return self.xp.zeros(tuple(x.shape[:-1]) + (size,), dtype=x.dtype)
+
+    def one_hot(self, codes, n_levels, dtype):
+        levels = self.xp.arange(n_levels)
+        hot = codes[..., None] == levels
+        return hot.to(dtype) if self.name == "pyro" else hot.astype(dtype)
+
+    def softplus(self, x):
+        if self.name == "pyro":
+            return self.xp.nn.functional.softplus(x)
+        import jax
+
+        return jax.nn.softplus(x)
+
+    def cumsum(self, x):
+        return self.xp.cumsum(x, -1) if self.name == "pyro" else self.xp.cumsum(x, axis=-1)
+
+    def to_float(self, x, like):
+        return x.to(like.dtype) if self.name == "pyro" else x.astype(like.dtype)
+
+    def gather_rows(self, table, codes):
+        """``table[..., codes, :]`` for a table of shape (..., G, d) and codes (n,)."""
+        return table[..., codes, :]
+
+
+# ----------------------------------------------------------------------------- layout
+@dataclass
+class GlobalSite:
+    """A global (patient-independent) parameter: name, shape, support ('real'/'positive') and
+    its prior as ``(family, args)``, e.g. ``("Normal", (0.0, 1.0))``."""
+
+    name: str
+    shape: tuple[int, ...]
+    support: str
+    prior: tuple[str, tuple]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    def prior_dist(self, be: Backend):
+        family, args = self.prior
+        d = getattr(be.dist, family)(*args)
+        if self.shape:
+            d = d.expand(self.shape).to_event(len(self.shape))
+        return d
+
+
+class Layout:
+    """Everything static about a compiled graph: node order, widths, global sites.
+
+    Parameters
+    ----------
+    graph : the model graph.
+    pre : a fitted ``Preprocessor`` (levels and statistics).
+    impute : nodes whose missing values are imputed as latent sites (they have children and
+        missing values in the training data).
+    """
+
+    def __init__(self, graph: Graph, pre: Preprocessor, impute: set[str] | frozenset = frozenset()):
+        self.graph = graph
+        self.stats = pre.stats_
+        self.order = graph.topological_order()
+        self.impute = set(impute)
+        self.kind = {n: graph.spec(n).kind for n in self.order}
+        self.n_levels = {n: len(self.stats[n]["levels"]) for n in self.order
+                         if "levels" in self.stats[n]}
+        self.latent_dim = {n: graph.spec(n).latent_dim for n in self.order
+                           if self.kind[n] == "latent"}
+        self.n_columns = {n: len(self.stats[n]["columns"]) for n in self.order
+                          if self.kind[n] == "latent"}
+        self.parents = {n: [p for p in graph.parents(n) if self.kind[p] != "group"]
+                        for n in self.order}
+        self.groups = {n: [p for p in graph.parents(n) if self.kind[p] == "group"]
+                       for n in self.order}
+        self.sites: list[GlobalSite] = []
+        for name in self.order:
+            self._add_sites(name)
+        self.site_index = {s.name: s for s in self.sites}
+
+    # widths -----------------------------------------------------------------
+    def out_dim(self, name: str) -> int:
+        """Width of a node's linear predictor."""
+        kind = self.kind[name]
+        if kind == "categorical":
+            return self.n_levels[name] - 1
+        if kind == "latent":
+            return self.latent_dim[name]
+        return 1
+
+    def enc_dim(self, name: str) -> int:
+        """Width of a node's encoding as a parent."""
+        kind = self.kind[name]
+        if kind == "categorical":
+            return self.n_levels[name] - 1
+        if kind == "latent":
+            return self.latent_dim[name]
+        return 1
+
+    def family(self, name: str) -> str:
+        """Likelihood family of a count node ('poisson' or 'negbinom')."""
+        prior = self.graph.spec(name).prior or {}
+        return prior.get("family", "poisson")
+
+    # sites --------------------------------------------------------------------
+    def _add_sites(self, c: str) -> None:
+        kind = self.kind[c]
+        spec = self.graph.spec(c)
+        node_prior = spec.prior or {}
+        out = self.out_dim(c)
+        if kind == "group":
+            return
+        if kind in _INTERCEPT_SCALE:
+            scale = float(node_prior.get("intercept_scale", _INTERCEPT_SCALE[kind]))
+            self.sites.append(GlobalSite(f"{c}.intercept", (out,), "real", ("Normal", (0.0, scale))))
+        if kind == "ordinal":
+            self.sites.append(GlobalSite(f"{c}.cut_first", (), "real", ("Normal", (0.0, 3.0))))
+            if self.n_levels[c] > 2:
+                self.sites.append(GlobalSite(f"{c}.cut_gaps", (self.n_levels[c] - 2,),
+                                             "positive", ("HalfNormal", (3.0,))))
+        if kind == "continuous":
+            self.sites.append(GlobalSite(f"{c}.sd", (), "positive",
+                                         ("HalfNormal", (float(node_prior.get("noise_scale", 1.0)),))))
+        if kind == "count" and self.family(c) == "negbinom":
+            self.sites.append(GlobalSite(f"{c}.concentration", (), "positive",
+                                         ("LogNormal", (1.0, 1.0))))
+        if kind == "survival":
+            self.sites.append(GlobalSite(f"{c}.shape", (), "positive", ("LogNormal", (0.0, 1.0))))
+        if kind == "latent":
+            k, p = self.latent_dim[c], self.n_columns[c]
+            self.sites += [
+                GlobalSite(f"{c}.loadings", (k, p), "real", ("Normal", (0.0, 1.0))),
+                GlobalSite(f"{c}.col_mean", (p,), "real", ("Normal", (0.0, 1.0))),
+                GlobalSite(f"{c}.col_sd", (p,), "positive",
+                           ("HalfNormal", (float(node_prior.get("noise_scale", 1.0)),))),
+            ]
+        horseshoe = node_prior.get("shrinkage") == "horseshoe"
+        if horseshoe and self.parents[c]:
+            self.sites += [
+                GlobalSite(f"{c}.hs_tau", (), "positive",
+                           ("HalfCauchy", (float(node_prior.get("global_scale", 0.1)),))),
+                GlobalSite(f"{c}.hs_c2", (), "positive",
+                           ("InverseGamma", (2.0, 2.0 * float(node_prior.get("slab_scale", 2.0)) ** 2))),
+            ]
+        for p in self.parents[c]:
+            shape = (self.enc_dim(p), out)
+            edge = self.graph.edge_prior(p, c) or {}
+            scale = float(edge.get("scale", node_prior.get("coef_scale", _COEF_SCALE)))
+            if horseshoe:
+                self.sites += [
+                    GlobalSite(f"{c}.coef.{p}", shape, "real", ("Normal", (0.0, 1.0))),
+                    GlobalSite(f"{c}.hs_lambda.{p}", shape, "positive", ("HalfCauchy", (1.0,))),
+                ]
+            elif "sign" in edge:
+                self.sites.append(GlobalSite(f"{c}.coef.{p}", shape, "positive",
+                                             ("HalfNormal", (scale,))))
+            else:
+                self.sites.append(GlobalSite(f"{c}.coef.{p}", shape, "real",
+                                             ("Normal", (float(edge.get("mean", 0.0)), scale))))
+        for g in self.groups[c]:
+            n_groups = self.n_levels[g]
+            self.sites += [
+                GlobalSite(f"{c}.group_sd.{g}", (out,), "positive",
+                           ("HalfNormal", (float(node_prior.get("group_scale", 1.0)),))),
+                GlobalSite(f"{c}.group_raw.{g}", (n_groups, out), "real", ("Normal", (0.0, 1.0))),
+            ]
+
+    @property
+    def n_unconstrained(self) -> int:
+        return sum(s.size for s in self.sites)
+
+    # effective parameters -------------------------------------------------------
+    def coef(self, g: dict, c: str, p: str, be: Backend):
+        """Effective coefficient matrix of parent ``p`` on child ``c``, shape (..., enc, out)."""
+        raw = g[f"{c}.coef.{p}"]
+        site = self.site_index[f"{c}.coef.{p}"]
+        edge = self.graph.edge_prior(p, c) or {}
+        if f"{c}.hs_tau" in self.site_index:
+            tau, c2 = g[f"{c}.hs_tau"], g[f"{c}.hs_c2"]
+            lam = g[f"{c}.hs_lambda.{p}"]
+            tau_e, c2_e = tau[..., None, None], c2[..., None, None]
+            lam_tilde = be.xp.sqrt(c2_e * lam ** 2 / (c2_e + tau_e ** 2 * lam ** 2))
+            return raw * tau_e * lam_tilde
+        if site.support == "positive" and edge.get("sign") == "negative":
+            return -raw
+        return raw
+
+    def loadings(self, g: dict, c: str, be: Backend):
+        """Loadings (..., k, p), lower-triangular with positive diagonal (identifiable up to
+        nothing but the labelling of columns)."""
+        raw = g[f"{c}.loadings"]
+        k, p = self.latent_dim[c], self.n_columns[c]
+        rows = np.arange(k)[:, None]
+        cols = np.arange(p)[None, :]
+        keep = be.xp.asarray(cols >= rows) if be.name == "numpyro" else be.xp.as_tensor(cols >= rows)
+        diag = be.xp.asarray(cols == rows) if be.name == "numpyro" else be.xp.as_tensor(cols == rows)
+        return be.xp.where(diag, be.xp.abs(raw), raw) * be.to_float(keep, raw)
+
+    def cutpoints(self, g: dict, c: str, be: Backend):
+        first = g[f"{c}.cut_first"][..., None]
+        if f"{c}.cut_gaps" not in g:
+            return first
+        return be.cat([first, first + be.cumsum(g[f"{c}.cut_gaps"])], axis=-1)
+
+
+# ----------------------------------------------------------------------------- data arrays
+def design_arrays(layout: Layout, design: Design, be: Backend, dtype=None, device=None) -> dict:
+    """Backend arrays of a design: ``x:<node>`` values, ``m:<node>`` masks, ``e:<node>`` events.
+
+    Discrete nodes get integer codes. Shapes (n,) or (n, p) for latent blocks.
+    """
+    out: dict[str, Any] = {}
+    if be.name == "pyro":
+        import torch
+
+        out["one"] = torch.ones(design.n, dtype=dtype or torch.get_default_dtype(), device=device)
+    else:
+        import jax.numpy as jnp
+
+        out["one"] = jnp.ones(design.n, dtype=dtype or jnp.float32)
+    for name in layout.order:
+        kind = layout.kind[name]
+        x, m = design.values[name], design.observed[name]
+        integer = kind in ("categorical", "ordinal", "group")
+        if be.name == "pyro":
+            import torch
+
+            fdtype = dtype or torch.get_default_dtype()
+            out[f"x:{name}"] = torch.as_tensor(x.astype(np.int64) if integer else x,
+                                               dtype=torch.long if integer else fdtype, device=device)
+            out[f"m:{name}"] = torch.as_tensor(m, dtype=torch.bool, device=device)
+            if name in design.event:
+                out[f"e:{name}"] = torch.as_tensor(design.event[name], dtype=fdtype, device=device)
+        else:
+            import jax.numpy as jnp
+
+            out[f"x:{name}"] = jnp.asarray(x.astype(np.int32) if integer else x,
+                                           dtype=jnp.int32 if integer else (dtype or jnp.float32))
+            out[f"m:{name}"] = jnp.asarray(m)
+            if name in design.event:
+                out[f"e:{name}"] = jnp.asarray(design.event[name], dtype=dtype or jnp.float32)
+    return out
+
+
+# ----------------------------------------------------------------------------- families
+def encode(layout: Layout, name: str, value, be: Backend, like):
+    """A parent's encoding, shape (..., n, enc_dim), from its value (codes for discrete)."""
+    kind = layout.kind[name]
+    st = layout.stats[name]
+    if kind == "latent":
+        return value
+    if kind == "categorical":
+        return be.one_hot(value, layout.n_levels[name], like.dtype)[..., 1:]
+    if kind == "binary":
+        return be.to_float(value, like)[..., None]
+    if kind == "ordinal":
+        numbers = _level_numbers(st["levels"])
+        table = (be.xp.asarray(numbers) if be.name == "numpyro" else
+                 be.xp.as_tensor(numbers, dtype=like.dtype, device=like.device))
+        return ((table[value] - st["enc_mean"]) / st["enc_sd"])[..., None]
+    if kind == "count":
+        return ((value - st["enc_mean"]) / st["enc_sd"])[..., None]
+    return value[..., None]
+
+
+def linear_predictor(layout: Layout, c: str, g: dict, enc: dict, codes: dict, be: Backend, like):
+    """Linear predictor of node ``c``, shape (..., n, out_dim).
+
+    ``enc[p]`` are parent encodings (..., n, enc_dim); ``codes[grp]`` group codes (n,) with
+    -1 for an unknown or missing group (its random intercept is then the prior mean 0).
+    """
+    out = layout.out_dim(c)
+    # zeros of shape (n, out) make a root node's predictor per patient like any other
+    eta = be.zeros_like_last(like[..., None], out)
+    if f"{c}.intercept" in g:
+        eta = eta + g[f"{c}.intercept"][..., None, :]
+    for p in layout.parents[c]:
+        eta = eta + enc[p] @ layout.coef(g, c, p, be)
+    for grp in layout.groups[c]:
+        table = g[f"{c}.group_raw.{grp}"] * g[f"{c}.group_sd.{grp}"][..., None, :]
+        padded = be.cat([table, be.zeros_like_last(table[..., :1, :], out)], axis=-2)
+        code = codes[grp]
+        code = be.xp.where(code < 0, layout.n_levels[grp], code)
+        eta = eta + be.gather_rows(padded, code)
+    return eta
+
+
+def node_dist(layout: Layout, c: str, g: dict, eta, be: Backend):
+    """The conditional distribution of an observed node given its linear predictor."""
+    kind = layout.kind[c]
+    d = be.dist
+    if kind == "continuous":
+        return d.Normal(eta[..., 0], g[f"{c}.sd"][..., None])
+    if kind == "binary":
+        return d.Bernoulli(logits=eta[..., 0])
+    if kind == "categorical":
+        return d.Categorical(logits=be.cat([be.zeros_like_last(eta, 1), eta], axis=-1))
+    if kind == "ordinal":
+        return d.OrderedLogistic(eta[..., 0], layout.cutpoints(g, c, be)[..., None, :])
+    if kind == "count":
+        rate = be.xp.exp(eta[..., 0] + layout.stats[c]["log_mean"])
+        if layout.family(c) == "negbinom":
+            conc = g[f"{c}.concentration"][..., None]
+            return d.GammaPoisson(conc, conc / rate)
+        return d.Poisson(rate)
+    raise ModelError(f"node {c!r} of kind {kind!r} has no single-site distribution")
+
+
+def weibull_loglik(log_scale, shape, t, event, be: Backend):
+    """Log-likelihood of right-censored Weibull times: log f(t) if event else log S(t)."""
+    log_t = be.xp.log(t)
+    z = be.xp.exp(shape * (log_t - log_scale))   # (t / scale) ** shape
+    log_pdf = be.xp.log(shape) - log_scale + (shape - 1.0) * (log_t - log_scale) - z
+    return be.xp.where(event > 0.5, log_pdf, -z)
+
+
+def latent_posterior(layout: Layout, c: str, g: dict, prior_mean, x, m, be: Backend, like):
+    """Exact Gaussian posterior of a latent node's z given its block columns and its prior.
+
+    z ~ N(prior_mean, I); x_j = col_mean_j + loadings[:, j] . z + N(0, col_sd_j^2), observed
+    where ``m``. Returns (mean (..., n, k), precision (..., n, k, k)). A patient without the
+    block gets the prior back (w = 0): this is how a missing modality is marginalised.
+    """
+    lam = layout.loadings(g, c, be)                                   # (..., k, p)
+    k = layout.latent_dim[c]
+    mf = be.to_float(m, like)                                         # (n, p)
+    scaled = lam / g[f"{c}.col_sd"][..., None, :] ** 2                # (..., k, p)
+    # sum_p m[n,p] scaled[k,p] lam[l,p] as one (n,p) @ (p,k*k) product: a (..., n, k, p)
+    # intermediate would not fit in memory for S draws x thousands of patients x genes
+    outer = (scaled[..., :, None, :] * lam[..., None, :, :])          # (..., k, k, p)
+    outer = be.xp.swapaxes(outer, -1, -3) if be.name == "numpyro" else outer.transpose(-1, -3)
+    outer = outer.reshape(tuple(outer.shape[:-3]) + (outer.shape[-3], k * k))  # (..., p, k*k)
+    prec = (mf @ outer).reshape(tuple((mf @ outer).shape[:-1]) + (k, k))
+    eye = (be.xp.eye(k, dtype=like.dtype, device=like.device) if be.name == "pyro"
+           else be.xp.eye(k, dtype=like.dtype))
+    prec = eye + prec
+    # rounding leaves the product a hair off symmetric, which distributions reject
+    prec = 0.5 * (prec + (be.xp.swapaxes(prec, -1, -2) if be.name == "numpyro"
+                          else prec.transpose(-1, -2)))
+    scaled_t = be.xp.swapaxes(scaled, -1, -2) if be.name == "numpyro" else scaled.transpose(-1, -2)
+    centred = (scaled * g[f"{c}.col_mean"][..., None, :])
+    centred_t = be.xp.swapaxes(centred, -1, -2) if be.name == "numpyro" else centred.transpose(-1, -2)
+    rhs = prior_mean + (x * mf) @ scaled_t - mf @ centred_t
+    mean = be.xp.linalg.solve(prec, rhs[..., None])[..., 0]
+    return mean, prec
+
+
+# ----------------------------------------------------------------------------- the model
+def make_model(layout: Layout, be: Backend, n_patients: int, subsample_size: int | None = None
+               ) -> Callable[[dict], None]:
+    """A plain model function ``model(data)`` of the graph for back end ``be``.
+
+    Global sites are sampled from their priors; inside one plate over patients each node is
+    sampled in topological order: latent blocks as ``z`` plus a masked factor-analysis
+    likelihood, observed nodes masked where missing, survival nodes as a censored-Weibull
+    factor. A missing value of a node with children is a latent site ``<node>__missing``
+    (continuous: sampled; discrete: enumerated in parallel, Pyro only).
+    """
+    if be.name == "numpyro":
+        discrete = [n for n in layout.impute if layout.kind[n] != "continuous"]
+        if discrete:
+            raise ModelError(
+                f"nodes {sorted(discrete)} are discrete parents with missing values; the NumPyro "
+                "back end cannot enumerate them here (funsor is not installed); use "
+                "method='svi' or give complete values for these nodes")
+
+    def model(data: dict) -> None:
+        g = {s.name: be.sample(s.name, s.prior_dist(be)) for s in layout.sites}
+        plate_kwargs = {"subsample_size": subsample_size} if subsample_size else {}
+        with be.plate(PLATE, n_patients, dim=-1, **plate_kwargs) as idx:
+            d = data if not subsample_size else {k: v[idx] for k, v in data.items()}
+            _model_nodes(layout, be, g, d)
+
+    return model
+
+
+def _model_nodes(layout: Layout, be: Backend, g: dict, d: dict) -> None:
+    enc, codes = {}, {}
+    like = d["one"]
+    for c in layout.order:
+        kind = layout.kind[c]
+        x, m = d[f"x:{c}"], d[f"m:{c}"]
+        if kind == "group":
+            codes[c] = be.xp.where(m, x, -1)
+            continue
+        eta = linear_predictor(layout, c, g, enc, codes, be, like)
+        if kind == "latent":
+            z = be.sample(c, be.dist.Normal(eta, 1.0).to_event(1))
+            loc = g[f"{c}.col_mean"] + z @ layout.loadings(g, c, be)
+            be.sample(f"{c}.columns", be.dist.Normal(loc, g[f"{c}.col_sd"]).mask(m).to_event(1),
+                      obs=x)
+            enc[c] = z
+            continue
+        if kind == "survival":
+            ll = weibull_loglik(eta[..., 0], g[f"{c}.shape"], be.xp.where(m, x, 1.0),
+                                d[f"e:{c}"], be)
+            be.factor(c, be.xp.where(m, ll, 0.0))
+            continue
+        fam = node_dist(layout, c, g, eta, be)
+        be.sample(c, fam.mask(m), obs=x)
+        if not layout.graph.children(c):
+            continue
+        value = x
+        if c in layout.impute:
+            if kind == "continuous":
+                imputed = be.sample(c + MISSING, fam)
+                value = be.xp.where(m, x, imputed)
+            elif kind == "count":
+                raise ModelError(f"count node {c!r} has missing values and children; a missing "
+                                 "count parent cannot be imputed: give complete values")
+            else:
+                value = _enumerate_missing(layout, c, fam, x, m, be, like)
+        enc[c] = encode(layout, c, value, be, like)
+
+
+def _enumerate_missing(layout, c, fam, x, m, be, like):
+    """Parallel enumeration of a missing discrete parent (Pyro): observed patients are forced
+    to their value so the enumerated site adds nothing for them."""
+    import torch
+
+    kind = layout.kind[c]
+    if kind == "binary":
+        eta = fam.logits
+        logits = torch.stack([torch.nn.functional.logsigmoid(-eta),
+                              torch.nn.functional.logsigmoid(eta)], -1)
+    else:
+        logits = fam.logits
+    n_levels = logits.shape[-1]
+    forced = (be.one_hot(x, n_levels, logits.dtype) - 1.0) * 1e9
+    logits = torch.where(m[..., None], forced, logits)
+    return be.sample(c + MISSING, be.dist.Categorical(logits=logits),
+                     infer={"enumerate": "parallel"})
+
+
+# ----------------------------------------------------------------------------- local pass
+def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
+               mode: str, target: str | None = None, do: dict | None = None) -> dict:
+    """Per-patient latents given global values ``g`` (leading sample dims allowed).
+
+    ``mode="guide"``: the amortised guide during SVI: each latent block node is drawn from its
+    exact Gaussian posterior given its block columns and parents, each imputed continuous
+    value from its conditional prior (discrete missing parents enter with their expected
+    encoding, only to centre the latents' guide). ``mode="predict"``: ancestral posterior
+    predictive: every unobserved node is drawn from its conditional given the evidence above
+    it; ``do`` values (model scale) replace nodes and cut their incoming edges.
+    ``mode="simulate"``: every node is drawn from its conditional (data from the model, on
+    the model scale; latent blocks add ``"<node>.columns"``, survival nodes uncensored times).
+    Returns ``{node: value}`` (codes for discrete nodes, z for latents) and, under
+    ``"__eta__"``, the linear predictors ``{node: eta}``.
+    """
+    do = do or {}
+    enc, codes, values, etas = {}, {}, {}, {}
+    like = d["one"]
+    for c in layout.order:
+        kind = layout.kind[c]
+        x, m = d[f"x:{c}"], d[f"m:{c}"]
+        if kind == "group":
+            codes[c] = be.xp.where(m, x, -1)
+            continue
+        if c in do:
+            value = do[c]
+            values[c] = value
+            enc[c] = encode(layout, c, value, be, like)
+            continue
+        eta = linear_predictor(layout, c, g, enc, codes, be, like)
+        etas[c] = eta
+        if kind == "latent":
+            mean, prec = latent_posterior(layout, c, g, eta, x, m, be, like)
+            z = draw(c, be.dist.MultivariateNormal(mean, precision_matrix=prec))
+            values[c] = enc[c] = z
+            if mode == "simulate":
+                loc = g[f"{c}.col_mean"][..., None, :] + z @ layout.loadings(g, c, be)
+                values[f"{c}.columns"] = be.dist.Normal(loc, g[f"{c}.col_sd"][..., None, :]).sample()
+            continue
+        if mode == "simulate":
+            values[c] = _simulate_node(layout, c, g, eta, be)
+            if kind != "survival":
+                enc[c] = encode(layout, c, values[c], be, like)
+            continue
+        if kind == "survival" or (not layout.graph.children(c) and c != target):
+            continue
+        if mode == "guide" and not layout.graph.children(c):
+            continue
+        fam = node_dist(layout, c, g, eta, be)
+        if mode == "guide":
+            if c in layout.impute and kind == "continuous":
+                value = be.xp.where(m, x, draw(c + MISSING, fam))
+                enc[c] = encode(layout, c, value, be, like)
+            elif c in layout.impute:
+                enc[c] = _expected_encoding(layout, c, fam, x, m, be, like)
+            else:
+                enc[c] = encode(layout, c, x, be, like)
+            continue
+        drawn = fam.sample()
+        value = be.xp.where(m, x, drawn) if c != target else drawn
+        values[c] = value
+        enc[c] = encode(layout, c, value, be, like)
+    values["__eta__"] = etas
+    return values
+
+
+def _simulate_node(layout, c, g, eta, be):
+    if layout.kind[c] == "survival":
+        shape = g[f"{c}.shape"][..., None]
+        u = be.xp.rand(eta[..., 0].shape).clamp_min(1e-12)
+        return eta[..., 0].exp() * (-u.log()) ** (1.0 / shape)
+    return node_dist(layout, c, g, eta, be).sample()
+
+
+def _expected_encoding(layout, c, fam, x, m, be, like):
+    kind = layout.kind[c]
+    if kind == "binary":
+        probs = fam.probs[..., None]
+        observed = encode(layout, c, x, be, like)
+        return be.xp.where(m[..., None], observed, probs)
+    n_levels = layout.n_levels[c]
+    probs = fam.probs
+    levels = be.xp.arange(n_levels, device=like.device)
+    expected = sum(probs[..., j: j + 1] * encode(layout, c, levels[j].expand(x.shape), be, like)
+                   for j in range(n_levels))
+    return be.xp.where(m[..., None], encode(layout, c, x, be, like), expected)
