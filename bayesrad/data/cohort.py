@@ -251,6 +251,14 @@ class Cohort:
             full_schema[name] = dict(schema)
         return Cohort(blocks, self.images, full_schema, patient_ids=self.patient_ids, name=self.name, check_images="none")
 
+    def drop_block(self, name: str) -> "Cohort":
+        """A new cohort without block ``name`` (e.g. raw counts once summarised as gene modules)."""
+        if name not in self.blocks:
+            raise CohortError(f"no block {name!r} in this cohort; blocks are {list(self.blocks)}")
+        blocks = {b: f for b, f in self.blocks.items() if b != name}
+        schema = {b: s for b, s in self.schema.items() if b != name}
+        return Cohort(blocks, self.images, schema, patient_ids=self.patient_ids, name=self.name, check_images="none")
+
     def summary(self) -> pd.DataFrame:
         """Per modality: kind, number of columns, patients present and missing, fraction missing."""
         missing = self.missing

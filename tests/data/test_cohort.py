@@ -217,3 +217,12 @@ def test_cohort_yaml_from_another_version_refused(tmp_path):
     (out / "cohort.yaml").write_text(text)
     with pytest.raises(CohortError, match="version 99"):
         Cohort.from_directory(out)
+
+
+def test_drop_block_keeps_patients():
+    clinical = _clinical(4)
+    cohort = Cohort({"clinical": clinical, "outcome": _outcome(clinical.patient_id)})
+    smaller = cohort.drop_block("outcome")
+    assert list(smaller.blocks) == ["clinical"] and smaller.n_patients == 4
+    with pytest.raises(CohortError, match="no block 'genes'"):
+        cohort.drop_block("genes")
