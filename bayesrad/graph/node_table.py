@@ -1,0 +1,304 @@
+"""The node table: one column per graph node, one row per patient, for structure learning.
+
+Structure learners need a flat table of modest width. ``build_node_table`` turns a cohort's
+blocks into one:
+
+- clinical, dosimetry and other small blocks: one node per column, typed from the cohort
+  schema (binary / categorical / ordinal columns become pandas categoricals, which pgmpy's
+  conditional-Gaussian score and mixed CI tests treat as discrete);
+- high-dimensional blocks (radiomics, deep features, genes / expression, or any numeric block
+  wider than ``max_columns``): one node named after the block, holding the block's first
+  principal-component (or factor-analysis) score of the standardised columns (``log1p`` of
+  count blocks first). In the graph the
+  node is a ``latent`` node of that block, so ``HybridBN`` fits a factor model there;
+- survival outcomes (a time column with its event column): one continuous node, the
+  **martingale residual of the null (no-covariate) model**, ``M_i = delta_i - H(t_i)`` with
+  ``H`` the Nelson-Aalen cumulative hazard. It uses the censoring correctly, is larger for
+  patients who fail earlier than expected, and is the quantity whose conditional mean a Cox
+  model's linear predictor describes (Therneau, Grambsch & Fleming 1990), so an edge into it
+  means "predicts hazard". ``survival_proxy="deviance"`` gives the symmetrised deviance
+  residual instead. In the graph the node is the ``survival`` node (time + event).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from bayesrad.errors import CohortError, GraphError
+from bayesrad.graph.graph import Graph, NodeSpec
+
+SUMMARY_BLOCKS = ("radiomics", "deep", "genes", "expression")
+SURVIVAL_PROXIES = ("martingale", "deviance")
+
+
+@dataclass
+class NodeTable:
+    """A patients x nodes table and the node specs that map it back to the cohort.
+
+    Attributes
+    ----------
+    data : DataFrame indexed by patient_id, one column per node (float64 for continuous and
+        count nodes, pandas Categorical for binary / categorical / ordinal nodes).
+    specs : ``{node: NodeSpec}``; block-summary nodes are ``latent`` specs of their block,
+        survival proxies are ``survival`` specs (time column + ``event``).
+    survival_proxy : how survival outcomes were summarised (``"martingale"``/``"deviance"``).
+    loadings : ``{block: Series}`` of the summary component's loadings per block column.
+    dropped_patients : patients left out for missing values (complete-case table).
+    """
+
+    data: pd.DataFrame
+    specs: dict[str, NodeSpec]
+    survival_proxy: str = "martingale"
+    loadings: dict[str, pd.Series] = field(default_factory=dict)
+    dropped_patients: list[str] = field(default_factory=list)
+
+    @property
+    def blocks(self) -> dict[str, str | None]:
+        """``{node: cohort block}``."""
+        return {name: spec.block for name, spec in self.specs.items()}
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        """``{node: kind}``."""
+        return {name: spec.kind for name, spec in self.specs.items()}
+
+    def empty_graph(self) -> Graph:
+        """A ``Graph`` with every node of the table and no edges."""
+        return Graph([self.specs[name] for name in self.data.columns])
+
+
+def table_from_frame(frame: pd.DataFrame, blocks: Mapping[str, str] | None = None,
+                     max_levels: int = 10) -> NodeTable:
+    """Wrap a plain DataFrame as a ``NodeTable``, typing columns from their dtypes.
+
+    Categorical / bool / text columns become ``binary`` (2 levels) or ``categorical`` nodes;
+    numeric columns with at most 2 distinct values become ``binary``; other numeric columns are
+    ``continuous``. ``blocks`` optionally gives each column's block.
+    """
+    data = pd.DataFrame(index=frame.index)
+    specs = {}
+    for col in frame.columns:
+        name = str(col)
+        series = frame[col]
+        block = (blocks or {}).get(name)
+        numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+        levels_seen = pd.unique(series.dropna())
+        if numeric and len(levels_seen) > 2:
+            data[name] = series.astype(float)
+            specs[name] = NodeSpec(name, "continuous", block=block)
+            continue
+        if len(levels_seen) > max_levels:
+            raise GraphError(
+                f"column {name!r} is not numeric and has {len(levels_seen)} levels (more than "
+                f"max_levels={max_levels}); encode it numerically or drop it"
+            )
+        levels = (list(series.cat.categories) if isinstance(series.dtype, pd.CategoricalDtype)
+                  else sorted(levels_seen.tolist(), key=str))
+        data[name] = pd.Categorical(series, categories=levels)
+        specs[name] = NodeSpec(name, "binary" if len(levels) == 2 else "categorical",
+                               block=block, levels=levels)
+    return NodeTable(data=data, specs=specs)
+
+
+def survival_residual(time: np.ndarray, event: np.ndarray, kind: str = "martingale") -> np.ndarray:
+    """Null-model martingale (or deviance) residual of right-censored survival data.
+
+    Parameters
+    ----------
+    time : (n,) follow-up times (any unit, > 0).
+    event : (n,) 1 = event observed, 0 = censored.
+    kind : ``"martingale"`` (``delta - H(t)``, Nelson-Aalen ``H``) or ``"deviance"``.
+
+    Returns
+    -------
+    (n,) residuals; larger = failed earlier than the cohort's average hazard predicts.
+    """
+    from lifelines import NelsonAalenFitter
+
+    time = np.asarray(time, dtype=float)
+    event = np.asarray(event, dtype=float)
+    if kind not in SURVIVAL_PROXIES:
+        raise GraphError(f"survival_proxy must be one of {SURVIVAL_PROXIES} (got {kind!r})")
+    if np.any(~np.isin(event, (0.0, 1.0))):
+        raise GraphError("survival event column must hold only 0 (censored) and 1 (event)")
+    if np.any(time <= 0):
+        raise GraphError("survival times must be > 0; fix non-positive follow-up times")
+    naf = NelsonAalenFitter().fit(time, event_observed=event)
+    cumulative_hazard = naf.cumulative_hazard_at_times(time).to_numpy()
+    martingale = event - cumulative_hazard
+    if kind == "martingale":
+        return martingale
+    # Deviance residual: sign(M) sqrt(-2 [M + delta log(delta - M)]), with 0 log 0 = 0.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_term = np.where(event > 0, event * np.log(np.clip(event - martingale, 1e-300, None)),
+                            0.0)
+    return np.sign(martingale) * np.sqrt(np.clip(-2.0 * (martingale + log_term), 0.0, None))
+
+
+def _block_summary(frame: pd.DataFrame, method: str, seed: int) -> tuple[pd.Series, pd.Series]:
+    """First component score (per patient) and loadings of a numeric block.
+
+    Columns are standardised; a missing single value is set to the column mean (0 after
+    standardising) for the projection only, so a patient missing one feature keeps a score.
+    The sign is fixed so that the largest absolute loading is positive (a deterministic
+    orientation, comparable between bootstrap runs and cohorts).
+    """
+    from sklearn.decomposition import PCA, FactorAnalysis
+
+    values = frame.to_numpy(dtype=float)
+    mean = np.nanmean(values, axis=0)
+    sd = np.nanstd(values, axis=0)
+    keep = np.isfinite(sd) & (sd > 0)
+    z = (values[:, keep] - mean[keep]) / sd[keep]
+    z = np.where(np.isnan(z), 0.0, z)
+    if method == "pca":
+        model = PCA(n_components=1, random_state=seed).fit(z)
+    elif method == "factor":
+        model = FactorAnalysis(n_components=1, random_state=seed).fit(z)
+    else:
+        raise GraphError(f"block summary must be 'pca' or 'factor' (got {method!r})")
+    loading = model.components_[0]
+    sign = 1.0 if loading[np.argmax(np.abs(loading))] >= 0 else -1.0
+    score = sign * model.transform(z)[:, 0]
+    loadings = pd.Series(sign * loading, index=frame.columns[keep])
+    return pd.Series(score, index=frame.index), loadings
+
+
+def build_node_table(cohort_or_blocks, summary_blocks: Iterable[str] = SUMMARY_BLOCKS,
+                     max_columns: int = 10, summary: str = "pca", latent_dim: int = 2,
+                     survival_proxy: str = "martingale", exclude: Iterable[str] = (),
+                     missing: str = "drop", seed: int = 0) -> NodeTable:
+    """Build the mixed node table of a cohort (see the module docstring for the choices).
+
+    Parameters
+    ----------
+    cohort_or_blocks : a ``Cohort`` or ``{block: DataFrame indexed by patient_id}``.
+    summary_blocks : blocks summarised by one component score (plus any numeric block with
+        more than ``max_columns`` columns).
+    summary : ``"pca"`` (first principal component) or ``"factor"`` (one-factor FA score).
+    latent_dim : the ``latent_dim`` given to summary nodes' specs (used by ``HybridBN``).
+    survival_proxy : ``"martingale"`` (default) or ``"deviance"``.
+    exclude : column names to leave out.
+    missing : ``"drop"`` keeps complete cases only (pgmpy's scores need complete data);
+        ``"error"`` raises naming the first patient and column with a missing value.
+    seed : seed of the block summaries.
+
+    Returns
+    -------
+    NodeTable with nodes in a fixed order (blocks in cohort order, columns in block order).
+    """
+    from bayesrad.data.schema import infer_schema
+
+    if survival_proxy not in SURVIVAL_PROXIES:
+        raise GraphError(f"survival_proxy must be one of {SURVIVAL_PROXIES} "
+                         f"(got {survival_proxy!r})")
+    if missing not in ("drop", "error"):
+        raise GraphError(f"missing must be 'drop' or 'error' (got {missing!r})")
+    if isinstance(cohort_or_blocks, Mapping):
+        blocks, schema = dict(cohort_or_blocks), {}
+        patients = pd.Index([])
+        for frame in blocks.values():
+            patients = patients.append(frame.index.difference(patients))
+    else:
+        blocks = dict(cohort_or_blocks.blocks)
+        schema = dict(getattr(cohort_or_blocks, "schema", {}) or {})
+        patients = cohort_or_blocks.patient_ids
+    exclude = set(exclude)
+    summary_blocks = set(summary_blocks)
+    columns: dict[str, pd.Series] = {}
+    specs: dict[str, NodeSpec] = {}
+    loadings: dict[str, pd.Series] = {}
+
+    def add(name: str, values: pd.Series, spec: NodeSpec) -> None:
+        if name in specs:
+            raise GraphError(f"node {name!r} appears twice (blocks {specs[name].block!r} and "
+                             f"{spec.block!r}); rename one column or exclude it")
+        columns[name] = values.reindex(patients)
+        specs[name] = spec
+
+    for block, frame in blocks.items():
+        types = schema.get(block) or infer_schema(frame)
+        if frame.index.has_duplicates:
+            dup = frame.index[frame.index.duplicated()][0]
+            raise CohortError(f"block {block!r}: patient {dup!r} appears twice; "
+                              "keep one row per patient")
+        numeric = [c for c in frame.columns if c not in exclude
+                   and types[c].kind in ("continuous", "count")]
+        if block in summary_blocks or (len(numeric) > max_columns
+                                       and len(numeric) >= 0.8 * frame.shape[1]):
+            if not numeric:
+                continue
+            rows = frame[numeric].dropna(how="all")
+            if len(rows) < 3:
+                raise GraphError(f"block {block!r} has fewer than 3 patients with values; "
+                                 "drop the block or add patients")
+            if all(types[c].kind == "count" for c in numeric):
+                # Counts (read counts, expression) are right-skewed: summarise log1p values
+                # so that a few large counts do not dominate the component.
+                rows = np.log1p(rows.clip(lower=0))
+            score, loading = _block_summary(rows, summary, seed)
+            loadings[block] = loading
+            add(block, score, NodeSpec(block, "latent", block=block, columns=list(numeric),
+                                       latent_dim=min(latent_dim, len(numeric))))
+            continue
+        for col in frame.columns:
+            ctype = types[col]
+            if col in exclude or ctype.kind in ("label", "event"):
+                continue
+            name = str(col)
+            if ctype.kind == "survival":
+                if not ctype.event or ctype.event not in frame.columns:
+                    raise GraphError(f"survival column {name!r} in block {block!r} has no event "
+                                     "column; declare event= in the schema")
+                pair = frame[[col, ctype.event]].dropna()
+                residual = pd.Series(survival_residual(pair[col], pair[ctype.event],
+                                                       survival_proxy), index=pair.index)
+                add(name, residual, NodeSpec(name, "survival", block=block, unit=ctype.unit,
+                                             event=ctype.event))
+            elif ctype.kind in ("continuous", "count"):
+                add(name, frame[col].astype(float), NodeSpec(name, ctype.kind, block=block,
+                                                             unit=ctype.unit))
+            else:
+                series = frame[col]
+                if ctype.levels is not None:
+                    levels = list(ctype.levels)
+                elif isinstance(series.dtype, pd.CategoricalDtype):
+                    levels = list(series.cat.categories)
+                else:
+                    levels = sorted(pd.unique(series.dropna()).tolist(), key=str)
+                kind = "binary" if ctype.kind == "binary" and len(levels) == 2 else (
+                    "ordinal" if ctype.kind == "ordinal" else "categorical")
+                if len(levels) < 2:
+                    continue  # a constant column carries no information about structure
+                add(name, pd.Series(pd.Categorical(series, categories=levels), index=frame.index),
+                    NodeSpec(name, kind, block=block, levels=None if kind == "binary" else levels,
+                             unit=ctype.unit))
+    if not specs:
+        raise GraphError("the cohort has no modellable columns for a node table")
+    data = pd.DataFrame(columns, index=patients)
+    incomplete = data.isna().any(axis=1)
+    dropped: list[str] = []
+    if incomplete.any():
+        if missing == "error":
+            patient = data.index[incomplete][0]
+            column = data.columns[data.loc[patient].isna()][0]
+            raise GraphError(f"patient {patient!r} has no value for node {column!r}; use "
+                             "missing='drop' (complete cases) or impute the cohort first")
+        dropped = [str(p) for p in data.index[incomplete]]
+        data = data.loc[~incomplete]
+    if len(data) < 10:
+        raise GraphError(f"only {len(data)} patients have every node observed; structure "
+                         "learning needs more complete cases (exclude sparse columns)")
+    for name, spec in specs.items():
+        if isinstance(data[name].dtype, pd.CategoricalDtype):
+            data[name] = data[name].cat.remove_unused_categories()
+    return NodeTable(data=data, specs=specs, survival_proxy=survival_proxy, loadings=loadings,
+                     dropped_patients=dropped)
+
+
+__all__ = ["NodeTable", "build_node_table", "table_from_frame", "survival_residual",
+           "SUMMARY_BLOCKS", "SURVIVAL_PROXIES"]
