@@ -63,11 +63,29 @@ def read_image(path: str | os.PathLike, patient_id: str | None = None) -> sitk.I
     try:
         if path.is_dir():
             return _read_dicom_series(path, patient_id)
-        return sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except ImageError:
         raise
     except RuntimeError as exc:  # SimpleITK raises RuntimeError for unreadable files
         raise ImageError(f"{_where(path, patient_id)} could not be read as an image: {exc}".strip()) from exc
+    if path.name.endswith((".nii", ".nii.gz")):
+        _refuse_nifti_nan(path, patient_id)
+    return image
+
+
+def _refuse_nifti_nan(path: Path, patient_id) -> None:
+    """SimpleITK reads NaN voxels of a float NIfTI as 0; check with nibabel so none is hidden."""
+    import nibabel
+
+    header_image = nibabel.load(str(path))
+    if not np.issubdtype(header_image.get_data_dtype(), np.floating):
+        return
+    n_nan = int(np.isnan(np.asarray(header_image.dataobj)).sum())
+    if n_nan:
+        raise ImageError(
+            f"{_where(path, patient_id)} has {n_nan} NaN voxel(s); fix the export (NaN is not a "
+            f"valid intensity) or set them to a background value explicitly"
+        )
 
 
 def _read_dicom_series(directory: Path, patient_id) -> sitk.Image:

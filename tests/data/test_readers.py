@@ -103,3 +103,12 @@ def test_resample_mask_onto_image_grid():
     out = resample_to(mask, ref, "nearest")
     check_geometry(ref, out)
     assert sitk.GetArrayFromImage(out).sum() == 7 ** 3  # voxel centres 0..6 mm fall inside
+
+
+def test_nan_voxels_in_nifti_are_refused_not_zeroed(tmp_path):
+    volume = np.zeros((4, 4, 4), np.float32)
+    volume[1, 2, 3] = np.nan
+    path = tmp_path / "pet.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(volume), str(path))
+    with pytest.raises(ImageError, match=r"patient 'P9'.*1 NaN voxel"):
+        read_image(path, patient_id="P9")
