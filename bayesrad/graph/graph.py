@@ -20,8 +20,8 @@ from typing import Any
 
 import networkx as nx
 import pandas as pd
-import yaml
 
+from bayesrad.graph._yaml import dump_yaml, load_yaml
 from bayesrad.errors import GraphError
 
 KINDS = ("continuous", "binary", "categorical", "ordinal", "count", "survival", "latent", "group")
@@ -486,29 +486,12 @@ class Graph:
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         """Write the graph as YAML to ``path`` (atomically) and return the text."""
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            path = Path(path)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
-        return text
+        return dump_yaml(self.to_dict(), path)
 
     @classmethod
     def from_yaml(cls, path_or_text: str | Path) -> "Graph":
         """Read a graph from a YAML file (or YAML text containing a newline)."""
-        if isinstance(path_or_text, str) and "\n" in path_or_text:
-            text = path_or_text
-        else:
-            path = Path(path_or_text)
-            if not path.exists():
-                from bayesrad.errors import MissingFileError
-                raise MissingFileError(f"graph file {str(path)!r} does not exist")
-            text = path.read_text()
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise GraphError(f"graph YAML cannot be parsed: {exc}") from exc
+        data = load_yaml(path_or_text, "graph", GraphError)
         return cls.from_dict(data)
 
 

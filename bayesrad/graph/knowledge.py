@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-import yaml
 
+from bayesrad.graph._yaml import dump_yaml, load_yaml
 from bayesrad.errors import KnowledgeError, MissingFileError
 
 KNOWLEDGE_FORMAT = "bayesrad-knowledge/1"
@@ -302,28 +302,12 @@ class ExpertKnowledge:
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         """Write as YAML to ``path`` (atomically, when given) and return the text."""
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            path = Path(path)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
-        return text
+        return dump_yaml(self.to_dict(), path)
 
     @classmethod
     def from_yaml(cls, path_or_text: str | Path) -> "ExpertKnowledge":
         """Read from a YAML file, or from YAML text (a string containing a newline)."""
-        if isinstance(path_or_text, str) and "\n" in path_or_text:
-            text = path_or_text
-        else:
-            path = Path(path_or_text)
-            if not path.exists():
-                raise MissingFileError(f"expert-knowledge file {str(path)!r} does not exist")
-            text = path.read_text()
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise KnowledgeError(f"expert-knowledge YAML cannot be parsed: {exc}") from exc
+        data = load_yaml(path_or_text, "expert-knowledge", KnowledgeError)
         return cls.from_dict(data or {})
 
     def __eq__(self, other) -> bool:
