@@ -25,7 +25,7 @@ from typing import Any
 import networkx as nx
 
 from bayesrad.graph._yaml import dump_yaml, load_yaml
-from bayesrad.errors import KnowledgeError, MissingFileError
+from bayesrad.errors import KnowledgeError
 
 KNOWLEDGE_FORMAT = "bayesrad-knowledge/1"
 
