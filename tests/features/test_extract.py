@@ -181,8 +181,7 @@ def test_default_steps_plug_in_kinetics_on_dynamic_pet(tmp_path):
 def test_unnamed_whole_body_segmentation_gives_one_roi_per_organ():
     """A real CT with a 41-label organ segmentation and no ROI names: one column set per label."""
     totalseg = SHARED / "images" / "totalsegmentator"
-    if not totalseg.exists():
-        pytest.skip("shared data not present")
+    assert totalseg.exists(), f"real test data missing at {totalseg}"
     images = pd.DataFrame([{"patient_id": "ts1", "modality": "CT", "path": str(totalseg / "example_ct_sm.nii.gz"),
                             "mask_path": str(totalseg / "example_seg.nii.gz"), "mask_labels": "", "roi": "", "units": "HU"}])
     light = {"imageType": {"Original": {}}, "setting": {"binWidth": 25}, "featureClass": {"firstorder": ["Mean"]}}
