@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
+from _machine import machine_info  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "data" / "radiomics_reference"
@@ -38,13 +37,8 @@ REFERENCE = ROOT.parent / "shared" / "data" / "radiomics_reference"
 
 def _machine() -> dict:
     import radiomics
-    import torch
 
-    return {"processor": platform.processor(), "node": platform.node(), "machine": platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(), "pyradiomics": radiomics.__version__,
-            "torch_device": "cuda" if torch.cuda.is_available() else "cpu",
-            # other processes compete for the cores: the 1-minute load average at the start
-            "load_average_1min": os.getloadavg()[0]}
+    return machine_info(pyradiomics=radiomics.__version__)
 
 
 def _plain_pyradiomics(images: pd.DataFrame) -> float:

@@ -21,8 +21,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
-import platform
 import shutil
 import tempfile
 import time
@@ -31,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from bayesrad.data.simulate import simulate
 from bayesrad.features.dosimetry import extract_dosimetry
 from bayesrad.features.genes import GeneModules
 from bayesrad.features.harmonize import ComBatHarmonizer
 from bayesrad.features.kinetics import extract_kinetics
+from _machine import machine_info  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = Path(__file__).resolve().parent / "results" / "features_extra.json"
 
@@ -205,13 +203,7 @@ def main() -> None:
         "quick": args.quick,
         "image_size": image_size,
         **sections,
-        "machine": {
-            "node": platform.node(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch_device": "cuda" if torch.cuda.is_available() else "cpu",
-        },
+        "machine": machine_info(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

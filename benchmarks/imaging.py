@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +42,7 @@ from bayesrad.imaging import (
     AttentionMILClassifier, ImagePredictor, PreprocessConfig, build_encoder, embed_volumes, gradient_saliency,
     heatmap_auc, heatmap_to_image, load_encoder, preprocess_cohort, preprocess_patient, pretrain_volumes, save_heatmap,
 )
+from _machine import machine_info  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -227,9 +226,7 @@ def main() -> None:
     started = time.perf_counter()
     report = {
         "benchmark": "imaging", "quick": q,
-        "machine": {"processor": platform.processor() or platform.machine(), "node": platform.node(),
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "torch_device": "cuda" if torch.cuda.is_available() else "cpu", "torch": torch.__version__},
+        "machine": machine_info(torch_threads=torch.get_num_threads()),
     }
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -24,16 +21,13 @@ import torch
 from bayesrad.data.simulate import simulate
 from bayesrad.graph.graph import Graph
 from bayesrad.model import HybridBN
+from _machine import machine_info  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _machine() -> dict:
-    cuda = torch.cuda.is_available()
-    return {"processor": platform.processor() or platform.machine(), "node": platform.node(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "torch_device": torch.cuda.get_device_name(0) if cuda else "cpu",
-            "python": sys.version.split()[0]}
+    return machine_info()
 
 
 def _graph(sim, with_genes: bool) -> Graph:

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 from bayesrad.data.simulate import SCENARIOS, simulate
+from _machine import machine_info  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = Path(__file__).resolve().parent / "results" / "simulate.json"
 RADIOTHERAPY_TARGET_S = 60.0
@@ -78,14 +76,7 @@ def main() -> None:
         "scenarios": rows,
         "radiotherapy_target_s": RADIOTHERAPY_TARGET_S,
         "radiotherapy_within_target": rows["radiotherapy"]["simulate_and_write_s"] < RADIOTHERAPY_TARGET_S,
-        "machine": {
-            "node": platform.node(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch_device": "cuda" if torch.cuda.is_available() else "cpu",
-            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-        },
+        "machine": machine_info(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

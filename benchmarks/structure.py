@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from bayesrad.graph.knowledge import DEFAULT_BLOCK_TIERS, ExpertKnowledge
 from bayesrad.graph.node_table import build_node_table
 from bayesrad.graph.structure import (HillClimbLearner, compare_graphs, kind_constraints,
                                       learn_structure)
+from _machine import machine_info  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = Path(__file__).resolve().parent / "results" / "structure.json"
 
@@ -58,16 +58,7 @@ CALIBRATION_BINS = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]
 
 
 def machine() -> dict:
-    try:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        device = "cpu"
-    return {"processor": platform.processor(), "node": platform.node(),
-            "cpu_count": os.cpu_count(), "torch_device": device,
-            "python": platform.python_version(),
-            "pythonhashseed": os.environ.get("PYTHONHASHSEED")}
+    return machine_info(pythonhashseed=os.environ.get("PYTHONHASHSEED"))
 
 
 def calibration_table(probability: np.ndarray, truth: np.ndarray) -> list[dict]:
