@@ -162,13 +162,9 @@ class Layout:
         return 1
 
     def enc_dim(self, name: str) -> int:
-        """Width of a node's encoding as a parent."""
-        kind = self.kind[name]
-        if kind == "categorical":
-            return self.n_levels[name] - 1
-        if kind == "latent":
-            return self.latent_dim[name]
-        return 1
+        """Width of a node's encoding as a parent: the same as its predictor's (a categorical
+        node is one-hot against its reference level either way, a latent node is k-wide)."""
+        return self.out_dim(name)
 
     def family(self, name: str) -> str:
         """Likelihood family of a count node ('poisson' or 'negbinom')."""
