@@ -13,7 +13,7 @@ columns with text levels become pandas Categoricals, labels stay text.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np

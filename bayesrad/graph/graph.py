@@ -14,7 +14,7 @@ It is read and written as YAML (``to_yaml`` / ``from_yaml``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 

@@ -21,7 +21,6 @@ SVI and the posterior-predictive engine behind ``predict``/``query``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
