@@ -54,7 +54,8 @@ from monai.transforms import (
 )
 
 from bayesrad.data.readers import parse_labels, read_image, read_mask
-from bayesrad.errors import ImageError
+from bayesrad.errors import FeatureError, ImageError
+from bayesrad.features.kinetics import parse_frame_times
 
 MASK_KEY = "mask"
 IMAGE_KEY = "image"
@@ -74,6 +75,10 @@ class PreprocessConfig:
     suv_max : SUV mapped to 1 (values above are clipped).
     dose_max_gy : dose mapped to 1 (Gy).
     roi : which ``roi`` rows of the images table to use (None: the first row per modality).
+    dynamic_window_s : (start, end) seconds after injection. A dynamic (4D) series enters as the
+        duration-weighted mean of its frames whose mid time lies in this window (the images
+        table's ``frame_times`` give the frame starts), e.g. ``(300, 900)``, the 5-15 min
+        "early" sum of FET PET where aggressive glioma peaks. None: its last frame (late uptake).
     """
 
     modalities: tuple[str, ...] = ("CT",)
@@ -84,6 +89,7 @@ class PreprocessConfig:
     suv_max: float = 10.0
     dose_max_gy: float = 80.0
     roi: str | None = None
+    dynamic_window_s: tuple[float, float] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "modalities", tuple(str(m) for m in self.modalities))
@@ -99,16 +105,25 @@ class PreprocessConfig:
             )
         if self.ct_window_hu[1] <= self.ct_window_hu[0]:
             raise ImageError(f"PreprocessConfig.ct_window_hu {self.ct_window_hu} must be (low, high) with low < high")
+        if self.dynamic_window_s is not None:
+            window = tuple(float(v) for v in self.dynamic_window_s)
+            if len(window) != 2 or not 0.0 <= window[0] < window[1]:
+                raise ImageError(f"PreprocessConfig.dynamic_window_s {self.dynamic_window_s} must be (start, end) s "
+                                 f"with 0 <= start < end")
+            object.__setattr__(self, "dynamic_window_s", window)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["modalities"] = list(self.modalities)
         d["ct_window_hu"] = list(self.ct_window_hu)
+        d["dynamic_window_s"] = None if self.dynamic_window_s is None else list(self.dynamic_window_s)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
-        return cls(**{**d, "modalities": tuple(d["modalities"]), "ct_window_hu": tuple(d["ct_window_hu"])})
+        window = d.get("dynamic_window_s")
+        return cls(**{**d, "modalities": tuple(d["modalities"]), "ct_window_hu": tuple(d["ct_window_hu"]),
+                      "dynamic_window_s": None if window is None else tuple(window)})
 
 
 def modality_family(modality: str) -> str:
@@ -293,6 +308,41 @@ def _rows_for(images: pd.DataFrame, patient_id: str, config: PreprocessConfig) -
     return chosen
 
 
+def dynamic_summary(image: sitk.Image, frame_times, window_s: tuple[float, float] | None,
+                    patient_id: str | None = None) -> sitk.Image:
+    """One 3D image from a 4D series (x, y, z, t): its last frame when ``window_s`` is None, else the
+    duration-weighted mean of the frames whose mid time lies in ``window_s`` (s).
+
+    ``frame_times`` are the frame start times (s; ``"0;60;180"``), as in the images table; the
+    last frame lasts as long as the one before it.
+    """
+    size = list(image.GetSize())
+    if window_s is None:
+        return sitk.Extract(image, size[:3] + [0], [0, 0, 0, size[3] - 1])
+    text = "" if frame_times is None or (isinstance(frame_times, float) and np.isnan(frame_times)) else str(frame_times)
+    if not text.strip():
+        raise ImageError(f"patient {patient_id!r}: a dynamic window {window_s} s needs the series' frame_times "
+                         f"(frame start times in s) in the images table; add them or set dynamic_window_s=None")
+    try:
+        starts = parse_frame_times(text)
+    except FeatureError as exc:
+        raise ImageError(f"patient {patient_id!r}: {exc}") from exc
+    if starts.size != size[3]:
+        raise ImageError(f"patient {patient_id!r}: frame_times lists {starts.size} frames but the series has "
+                         f"{size[3]}; fix the images table")
+    durations = np.diff(np.append(starts, 2 * starts[-1] - starts[-2]))
+    mids = starts + durations / 2.0
+    chosen = np.flatnonzero((mids >= window_s[0]) & (mids <= window_s[1]))
+    if chosen.size == 0:
+        raise ImageError(f"patient {patient_id!r}: no frame of the dynamic series has its mid time in "
+                         f"{window_s} s (mid times {np.round(mids).tolist()}); widen dynamic_window_s")
+    frames = sitk.GetArrayFromImage(image)  # (t, z, y, x)
+    summary = np.tensordot(durations[chosen] / durations[chosen].sum(), frames[chosen].astype(np.float64), axes=1)
+    out = sitk.GetImageFromArray(summary.astype(np.float32))
+    out.CopyInformation(sitk.Extract(image, size[:3] + [0], [0, 0, 0, 0]))
+    return out
+
+
 def load_patient(images: pd.DataFrame, patient_id: str, config: PreprocessConfig) -> dict:
     """Read one patient's channels and mask as MetaTensors (the input of ``preprocessing_transforms``).
 
@@ -306,9 +356,7 @@ def load_patient(images: pd.DataFrame, patient_id: str, config: PreprocessConfig
     for modality, row in rows.items():
         image = read_image(row["path"], patient_id)
         if image.GetDimension() == 4:
-            # a dynamic series enters as its last frame (the late, most informative uptake)
-            size = list(image.GetSize())
-            image = sitk.Extract(image, size[:3] + [0], [0, 0, 0, size[3] - 1])
+            image = dynamic_summary(image, row.get("frame_times", ""), config.dynamic_window_s, patient_id)
         if modality == config.modalities[0]:
             data["reference"] = image
         data[modality] = sitk_to_metatensor(image)
@@ -390,6 +438,7 @@ __all__ = [
     "CropAroundMaskd",
     "ZScoreWithinBodyd",
     "augmentation_transforms",
+    "dynamic_summary",
     "load_patient",
     "metatensor_to_sitk",
     "modality_family",

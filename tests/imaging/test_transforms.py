@@ -8,7 +8,8 @@ import torch
 
 from bayesrad.errors import ImageError
 from bayesrad.imaging.transforms import (
-    PreprocessConfig, ZScoreWithinBodyd, metatensor_to_sitk, modality_family, preprocess_patient, sitk_to_metatensor,
+    PreprocessConfig, ZScoreWithinBodyd, dynamic_summary, metatensor_to_sitk, modality_family, preprocess_patient,
+    sitk_to_metatensor,
 )
 from tests.imaging._synth import make_image, sphere_patient
 
@@ -96,3 +97,48 @@ def test_real_sarcoma_patient_ct_pet_mr_end_to_end():
     # a sarcoma takes up FDG: PET inside the GTV exceeds PET outside it
     pet = vol.image[1]
     assert float(pet[inside].mean()) > 2 * float(pet[~inside].mean())
+
+
+def _dynamic_series(frame_values, spacing=(2.0, 2.0, 2.0)) -> sitk.Image:
+    """A 4D series (t, z, y, x) = (T, 10, 10, 10) whose frame k is uniformly ``frame_values[k]``."""
+    frames = [make_image(np.full((10, 10, 10), v, np.float32), spacing, (-9.0, -9.0, -9.0)) for v in frame_values]
+    return sitk.JoinSeries(frames)
+
+
+def test_dynamic_series_enters_as_its_last_frame_or_a_duration_weighted_window():
+    series = _dynamic_series([1.0, 2.0, 3.0, 4.0, 5.0])
+    starts = "0;60;180;300;600"  # durations 60, 120, 120, 300, 300 s; mid times 30, 120, 240, 450, 750 s
+    last = dynamic_summary(series, starts, None)
+    assert last.GetDimension() == 3 and np.allclose(sitk.GetArrayFromImage(last), 5.0)
+    window = dynamic_summary(series, starts, (100.0, 500.0))
+    assert np.allclose(sitk.GetArrayFromImage(window), (2 * 120 + 3 * 120 + 4 * 300) / 540)
+    assert window.GetSpacing() == (2.0, 2.0, 2.0) and np.allclose(window.GetOrigin(), (-9.0, -9.0, -9.0))
+    with pytest.raises(ImageError, match="needs the series' frame_times"):
+        dynamic_summary(series, "", (100.0, 500.0), "P3")
+    with pytest.raises(ImageError, match="lists 3 frames but the series has 5"):
+        dynamic_summary(series, "0;60;180", (100.0, 500.0), "P3")
+    with pytest.raises(ImageError, match="no frame .* widen"):
+        dynamic_summary(series, starts, (800.0, 900.0), "P3")
+    with pytest.raises(ImageError, match="dynamic_window_s"):
+        PreprocessConfig(dynamic_window_s=(900.0, 300.0))
+
+
+def test_early_window_of_a_dynamic_pet_reaches_the_channel(tmp_path):
+    # a sphere whose uptake peaks early (SUV 6 at 5-15 min) and washes out (SUV 2 at the end)
+    rows = sphere_patient(tmp_path, "P4", 9.0, 3.0)
+    ct = sitk.ReadImage(rows[0]["path"])
+    inside = sitk.GetArrayFromImage(sitk.ReadImage(rows[0]["mask_path"])) > 0
+    frames = []
+    for suv in (1.0, 6.0, 6.0, 2.0):
+        frame = sitk.GetImageFromArray(np.where(inside, suv, 0.5).astype(np.float32))
+        frame.CopyInformation(ct)
+        frames.append(frame)
+    sitk.WriteImage(sitk.JoinSeries(frames), str(tmp_path / "dpet.nii.gz"))
+    table = pd.DataFrame(rows + [dict(patient_id="P4", modality="DPET", path=str(tmp_path / "dpet.nii.gz"), mask_path="",
+                                      mask_labels="", roi="gtv", frame_times="0;300;600;900", units="SUV")])
+    for window, suv in ((None, 2.0), ((300.0, 900.0), 6.0)):
+        config = PreprocessConfig(modalities=("CT", "DPET"), size=16, spacing_mm=3.0, dynamic_window_s=window)
+        vol = preprocess_patient(table, "P4", config)
+        core = vol.mask[0] > 0
+        assert float(vol.image[1][core].median()) == pytest.approx(suv / config.suv_max, rel=0.05)
+    assert PreprocessConfig.from_dict(config.to_dict()) == config
