@@ -14,6 +14,8 @@ exported as a voxel map on the input grid (``attention_map``), which
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from sklearn.utils.class_weight import compute_class_weight
@@ -80,18 +82,27 @@ class AttentionMILClassifier:
     instance : ``"patch"`` (cubes of ``patch_size``^3 voxels) or ``"slice"`` (axial slices).
     patch_size : cube side in voxels (must divide the volume size).
     embed_dim, attention_dim : instance embedding and attention hidden sizes.
-    epochs, batch_size, lr, weight_decay : AdamW training; the loss is class-balanced cross entropy.
+    epochs, batch_size, lr, weight_decay : AdamW training; the loss is class-balanced cross entropy
+        (weights from the class frequencies of the training patients).
     augment : random left-right flips during training.
+    validation_fraction, patience : stratified share of the ``fit`` patients held out for early
+        stopping on the validation loss (0 trains all ``epochs`` on every patient), and the epochs
+        without improvement before stopping. The test patients are never seen by ``fit``.
     seed : torch seed for initialisation and batching.
     device : ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
 
-    Fitted attributes: ``classes_`` (labels, sorted), ``model_``, ``loss_history_`` (per epoch),
-    ``n_instances_``, ``volume_shape_``.
+    Fitted attributes: ``classes_`` (labels, sorted), ``model_``, ``loss_history_`` and
+    ``validation_loss_`` (per epoch), ``best_epoch_`` (whose weights are kept), ``n_instances_``,
+    ``volume_shape_``.
+
+    A lesion mask can be given as one more channel of ``X`` (``torch.cat([images, masks], 1)``):
+    the label stays patient-level, and the instances then know which of their voxels are lesion.
     """
 
     def __init__(self, instance: str = "patch", patch_size: int = 8, embed_dim: int = 32, attention_dim: int = 16,
                  epochs: int = 40, batch_size: int = 8, lr: float = 3e-3, weight_decay: float = 1e-4,
-                 augment: bool = True, seed: int = 0, device: str = "auto"):
+                 augment: bool = True, validation_fraction: float = 0.2, patience: int = 10, seed: int = 0,
+                 device: str = "auto"):
         self.instance = instance
         self.patch_size = patch_size
         self.embed_dim = embed_dim
@@ -101,6 +112,8 @@ class AttentionMILClassifier:
         self.lr = lr
         self.weight_decay = weight_decay
         self.augment = augment
+        self.validation_fraction = validation_fraction
+        self.patience = patience
         self.seed = seed
         self.device = device
 
@@ -108,7 +121,12 @@ class AttentionMILClassifier:
         return to_instances(x, self.instance, self.patch_size)
 
     def fit(self, X, y) -> "AttentionMILClassifier":
-        """Fit on volumes ``X`` (N, C, S, S, S) and patient labels ``y`` (N,), any hashable labels."""
+        """Fit on volumes ``X`` (N, C, S, S, S) and patient labels ``y`` (N,), any hashable labels.
+
+        With ``validation_fraction > 0`` a stratified share of these patients is held out for
+        early stopping: the weights of the epoch with the lowest class-balanced validation loss
+        are kept, and training stops after ``patience`` epochs without improvement.
+        """
         if self.instance not in INSTANCES:
             raise ModelError(f"instance={self.instance!r} is unknown; use one of {list(INSTANCES)}")
         x = _as_volumes(X)
@@ -121,21 +139,24 @@ class AttentionMILClassifier:
         if len(self.classes_) < 2:
             raise ModelError(f"MIL needs at least two classes in y, got {self.classes_.tolist()}")
         target = torch.as_tensor(np.searchsorted(self.classes_, y))
-        weights = torch.as_tensor(compute_class_weight("balanced", classes=np.arange(len(self.classes_)), y=target.numpy()),
-                                  dtype=torch.float32)
+        train, val = self._split(target.numpy())
+        weights = torch.as_tensor(compute_class_weight("balanced", classes=np.arange(len(self.classes_)),
+                                                       y=target[train].numpy()), dtype=torch.float32)
         dev = resolve_device(self.device)
+        amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
         torch.manual_seed(self.seed)
         self.model_ = _GatedAttentionMIL(x.shape[1], self.instance, self.embed_dim, self.attention_dim,
                                          len(self.classes_)).to(dev)
         optimiser = torch.optim.AdamW(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         loss_fn = nn.CrossEntropyLoss(weight=weights.to(dev))
         gen = torch.Generator().manual_seed(self.seed)
-        self.loss_history_ = []
-        self.model_.train()
-        for _ in range(self.epochs):
-            order = torch.randperm(len(x), generator=gen)
+        self.loss_history_, self.validation_loss_ = [], []
+        best, best_state, self.best_epoch_ = np.inf, None, self.epochs - 1
+        for epoch in range(self.epochs):
+            self.model_.train()
+            order = torch.as_tensor(train)[torch.randperm(len(train), generator=gen)]
             total = 0.0
-            for start in range(0, len(x), self.batch_size):
+            for start in range(0, len(order), self.batch_size):
                 idx = order[start:start + self.batch_size]
                 if len(idx) < 2:
                     continue  # BatchNorm needs more than one bag
@@ -143,17 +164,48 @@ class AttentionMILClassifier:
                 if self.augment:
                     flip = torch.rand(len(idx), generator=gen) < 0.5
                     xb = torch.where(flip[:, None, None, None, None], xb.flip(2), xb)
-                logits, _ = self.model_(self._bags(xb.to(dev)))
-                loss = loss_fn(logits, target[idx].to(dev))
+                with torch.autocast(**amp):
+                    logits, _ = self.model_(self._bags(xb.to(dev)))
+                loss = loss_fn(logits.float(), target[idx].to(dev))
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
                 total += loss.item() * len(idx)
-            self.loss_history_.append(total / len(x))
+            self.loss_history_.append(total / len(train))
+            if len(val):
+                self.model_.eval()
+                with torch.no_grad(), torch.autocast(**amp):
+                    logits = torch.cat([self.model_(self._bags(x[val[i:i + 32]].to(dev)))[0].float()
+                                        for i in range(0, len(val), 32)])
+                val_loss = float(loss_fn(logits, target[val].to(dev)))
+                self.validation_loss_.append(val_loss)
+                if val_loss < best:
+                    best, self.best_epoch_ = val_loss, epoch
+                    best_state = copy.deepcopy(self.model_.state_dict())
+                elif epoch - self.best_epoch_ >= self.patience:
+                    break
+        if best_state is not None:
+            self.model_.load_state_dict(best_state)
         self.model_.eval()
         self.volume_shape_ = tuple(x.shape[1:])
         self.n_instances_ = int(self._bags(x[:1]).shape[1])
         return self
+
+    def _split(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(train, validation) indices: a stratified ``validation_fraction`` of every class."""
+        if not self.validation_fraction:
+            return np.arange(len(target)), np.array([], dtype=int)
+        if not 0.0 < self.validation_fraction < 0.5:
+            raise ModelError(f"validation_fraction={self.validation_fraction} must lie in [0, 0.5)")
+        rng = np.random.default_rng(self.seed)
+        val = []
+        for k in range(len(self.classes_)):
+            members = rng.permutation(np.flatnonzero(target == k))
+            # every class with two or more patients keeps one in each part
+            n_val = int(np.clip(round(self.validation_fraction * len(members)), 1, len(members) - 1)) if len(members) > 1 else 0
+            val += members[:n_val].tolist()
+        val = np.sort(np.asarray(val, dtype=int))
+        return np.setdiff1d(np.arange(len(target)), val), val
 
     def _check(self, X) -> torch.Tensor:
         if not hasattr(self, "model_"):
@@ -170,7 +222,7 @@ class AttentionMILClassifier:
         probs, attn = [], []
         for start in range(0, len(x), 32):
             logits, a = self.model_(self._bags(x[start:start + 32].to(dev)))
-            probs.append(torch.softmax(logits, 1).cpu())
+            probs.append(torch.softmax(logits.float(), 1).cpu())
             attn.append(a.cpu())
         return torch.cat(probs).numpy(), torch.cat(attn).numpy()
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bayesrad.errors import ModelError, NotFittedError
 from bayesrad.imaging.mil import AttentionMILClassifier, to_instances
@@ -54,3 +55,25 @@ def test_mil_errors_name_the_problem():
         AttentionMILClassifier().fit(torch.zeros(4, 1, 16, 16, 16), [1, 1, 1, 1])
     with pytest.raises(ModelError, match="does not divide"):
         AttentionMILClassifier(patch_size=5).fit(torch.zeros(4, 1, 16, 16, 16), [0, 1, 0, 1])
+
+
+def test_early_stopping_keeps_the_best_validation_epoch_and_never_sees_other_patients():
+    x, y, _ = bags_with_a_hot_patch(n=40, seed=1)
+    model = AttentionMILClassifier(patch_size=4, embed_dim=8, attention_dim=4, epochs=12, patience=3,
+                                   validation_fraction=0.25, seed=0)
+    model.fit(x, y)
+    train, val = model._split(np.searchsorted(model.classes_, y))
+    # stratified and disjoint: 5 of the 20 patients of each class are held out
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == 40
+    assert np.bincount(y[val]).tolist() == [5, 5]
+    assert model.best_epoch_ == int(np.argmin(model.validation_loss_))
+    # stopped at most `patience` epochs after the best one
+    assert len(model.validation_loss_) <= model.best_epoch_ + 1 + model.patience
+    # the kept weights are the best epoch's: their validation loss is the minimum
+    with torch.no_grad():
+        logits = model.model_(to_instances(x[val], "patch", 4))[0]
+    # 15 + 15 training patients: the balanced class weights are all 1
+    loss = F.cross_entropy(logits, torch.as_tensor(y[val]))
+    assert float(loss) == pytest.approx(min(model.validation_loss_), rel=1e-4)
+    with pytest.raises(ModelError, match="validation_fraction"):
+        AttentionMILClassifier(validation_fraction=0.7, epochs=1).fit(x, y)
