@@ -4,9 +4,9 @@ Each step takes a batch of preprocessed volumes, applies plausible augmentation 
 left-right flip, small rotation and shift, intensity jitter), hides a random ``mask_ratio`` of
 the ``patch_size``^3 cubes of each volume (set to 0) and trains encoder + a light decoder
 (``InpaintingDecoder``) to reconstruct the hidden voxels (mean squared error on hidden voxels
-only, as in masked autoencoders). With ``contrastive_weight > 0`` a second augmented, differently
-masked view of each volume is added and an NT-Xent (SimCLR) loss pulls the pooled embeddings of
-the two views together.
+only, as in masked autoencoders). With ``contrastive_weight > 0`` (the default, 0.5) a second
+augmented, differently masked view of each volume is added and an NT-Xent (SimCLR) loss pulls
+the pooled embeddings of the two views together and pushes other patients' apart.
 
 Every random draw is a function of ``(seed, step)``, so a run stopped at step k and resumed from
 its checkpoint produces exactly the same weights as an uninterrupted run (on the same device).
@@ -170,7 +170,7 @@ def pretrain_volumes(
     lr: float = 1e-3,
     mask_ratio: float = 0.5,
     patch_size: int = 8,
-    contrastive_weight: float = 0.0,
+    contrastive_weight: float = 0.5,
     seed: int = 0,
     device: str = "auto",
     num_workers: int | None = None,
@@ -191,7 +191,10 @@ def pretrain_volumes(
     batch_size : volumes per step.
     lr : AdamW learning rate (cosine decay to 0 over ``steps``).
     mask_ratio : fraction of ``patch_size``^3-voxel cubes hidden per volume.
-    contrastive_weight : weight of the NT-Xent term (0 disables the second view).
+    contrastive_weight : weight of the NT-Xent term (0 disables the second view and halves the
+        cost). With it, a linear probe of a simulated cohort's embeddings recovered the tumour's
+        aggressiveness (PET uptake) latent with R^2 0.95 instead of 0.57 after inpainting alone
+        (settings chosen in ``benchmarks/train_encoder.py``).
     seed : all randomness derives from (seed, step).
     device : ``"auto"``, ``"cpu"``, ``"cuda"``. On CUDA: bfloat16 autocast, pinned memory and
         ``num_workers`` DataLoader workers (default 4; 0 on CPU).
