@@ -25,7 +25,10 @@ ID = "patient_id"
 
 @torch.no_grad()
 def embed_volumes(encoder: VolumeEncoder, volumes: torch.Tensor, batch_size: int = 16, device: str = "auto") -> np.ndarray:
-    """Pooled features (N, feature_dim) of preprocessed volumes (N, C, S, S, S), encoder in eval mode."""
+    """Pooled features (N, feature_dim) of preprocessed volumes (N, C, S, S, S), encoder in eval mode.
+
+    On CUDA the forward pass runs in bfloat16 autocast (features returned as float32).
+    """
     cfg = encoder.config
     if volumes.ndim != 5 or volumes.shape[1] != cfg.in_channels or volumes.shape[-1] != cfg.size:
         raise ModelError(
@@ -34,7 +37,8 @@ def embed_volumes(encoder: VolumeEncoder, volumes: torch.Tensor, batch_size: int
         )
     dev = resolve_device(device)
     encoder = encoder.to(dev).eval()
-    out = [encoder(volumes[i:i + batch_size].to(dev).float()).float().cpu() for i in range(0, len(volumes), batch_size)]
+    with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        out = [encoder(volumes[i:i + batch_size].to(dev).float()).float().cpu() for i in range(0, len(volumes), batch_size)]
     encoder.cpu()
     return torch.cat(out).numpy()
 
