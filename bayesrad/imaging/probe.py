@@ -44,6 +44,13 @@ def probe_model(alphas=ALPHAS):
     return make_pipeline(StandardScaler(), ClipToTrainingRange(), RidgeCV(alphas=alphas, alpha_per_target=True))
 
 
+def probe_protocol(n_splits: int = 5, n_repeats: int = 5, alphas=ALPHAS) -> str:
+    """One line saying how ``linear_probe_r2`` scores (for results files)."""
+    return (f"{n_repeats} x {n_splits}-fold CV; StandardScaler + clip to the training range + RidgeCV (leave-one-out "
+            f"alpha per target from {len(alphas)} values in [{alphas[0]:g}, {alphas[-1]:g}], inside each training "
+            f"fold); R^2 of the pooled out-of-fold predictions per repeat")
+
+
 def linear_probe_r2(features, targets, n_splits: int = 5, n_repeats: int = 5, seed: int = 0,
                     alphas=ALPHAS, target_names=None) -> dict:
     """Repeated K-fold ridge-probe R^2 of ``targets`` (N,) or (N, T) from ``features`` (N, F).
@@ -77,9 +84,7 @@ def linear_probe_r2(features, targets, n_splits: int = 5, n_repeats: int = 5, se
         r2[rep] = [r2_score(y[:, j], pred[:, j]) for j in range(y.shape[1])]
     per_repeat_mean = r2.mean(1)
     out = {
-        "protocol": (f"{n_repeats} x {n_splits}-fold CV; StandardScaler + clip to the training range + RidgeCV (leave-one-out alpha per target "
-                     f"from {len(alphas)} values in [{alphas[0]:g}, {alphas[-1]:g}], inside each training fold); "
-                     f"R^2 of the pooled out-of-fold predictions per repeat"),
+        "protocol": probe_protocol(n_splits, n_repeats, alphas),
         "r2": r2.tolist(), "fold_r2": fold_r2.tolist(),
         "mean": r2.mean(0).tolist(), "sd": r2.std(0, ddof=1).tolist() if n_repeats > 1 else [0.0] * y.shape[1],
         "mean_over_targets": float(per_repeat_mean.mean()),
@@ -91,4 +96,4 @@ def linear_probe_r2(features, targets, n_splits: int = 5, n_repeats: int = 5, se
     return out
 
 
-__all__ = ["ALPHAS", "ClipToTrainingRange", "linear_probe_r2", "probe_model"]
+__all__ = ["ALPHAS", "ClipToTrainingRange", "linear_probe_r2", "probe_model", "probe_protocol"]
