@@ -2,7 +2,9 @@
 
 A patient's images (e.g. CT + PET, three CT phases, MR sequences) are read with SimpleITK
 (``bayesrad.data.readers``), turned into MONAI ``MetaTensor`` objects that carry their affine,
-and run through a list of dictionary transforms:
+and run through a list of dictionary transforms. A dynamic (4D) series first becomes one 3D
+image: its last frame, or the duration-weighted mean of the frames in ``dynamic_window_s``
+(``dynamic_summary``), so early and late uptake can be stacked as two channels (DPET + PET).
 
 1. ``Orientationd``: RAS orientation.
 2. ``ResampleToMatchd``: every other channel and the mask onto the reference (first) channel.
