@@ -160,16 +160,17 @@ def bench_saliency(n: int, tmp: Path) -> dict:
             on_original = sitk.GetArrayFromImage(heatmap_to_image(heat, vol.affine, vol.reference))
             aucs[name].append(heatmap_auc(on_original, region, within=lesion))
             if example is None and name.startswith("integrated_gradients_signed"):
-                example = (pid, heat, vol)
+                example = (pid, heat, vol, region, aucs[name][-1])
         # does each input channel carry the subregion? (raw intensity, on the preprocessed grid)
         grid_region = _truth_on_grid(truth_paths[pid], vol) & (vol.mask[0].numpy() > 0)
         inside = vol.mask[0].numpy() > 0
         if grid_region.any() and (inside & ~grid_region).any():
             for c, modality in enumerate(config.modalities):
                 channel_aucs[modality].append(float(roc_auc_score(grid_region[inside], vol.image[c].numpy()[inside])))
-    pid, heat, vol = example
-    save_heatmap(heat, vol.affine, vol.reference, RESULTS, name="imaging_saliency_example",
-                 title=f"{pid}: integrated gradients of predicted aggressiveness")
+    pid, heat, vol, region, auc = example
+    save_heatmap(heat, vol.affine, vol.reference, RESULTS, name="imaging_saliency_example", outline=region,
+                 zoom_voxels=24, title=f"{pid} (held out): integrated gradients of predicted aggressiveness; "
+                                       f"cyan: true aggressive subregion; AUC in lesion {auc:.2f}")
     primary = aucs["integrated_gradients_signed_smoothed"]
     return {
         "scenario": "glioma_pet (seed 3)", "n_patients": len(ids), "n_train": len(train), "n_test": len(test),

@@ -128,7 +128,7 @@ class VolumeRegressor:
         gen = torch.Generator().manual_seed(self.seed)
         amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
         best, best_state, best_epoch, history = np.inf, None, -1, []
-        x_val, z_val = x[val].to(dev), z[val].to(dev)
+        x_val, z_val = x[val], z[val].to(dev)
         for epoch in range(self.epochs):
             model.train()
             perm = torch.as_tensor(train)[torch.randperm(len(train), generator=gen)]
@@ -147,7 +147,9 @@ class VolumeRegressor:
                 total += loss.item() * len(idx)
             model.eval()
             with torch.no_grad(), torch.autocast(**amp):
-                val_mse = float(((model.head(model.encoder(x_val)).float()[:, 0] - z_val) ** 2).mean())
+                pred_val = torch.cat([model.head(model.encoder(x_val[i:i + 32].to(dev))).float()[:, 0]
+                                      for i in range(0, len(x_val), 32)])
+            val_mse = float(((pred_val - z_val) ** 2).mean())
             history.append({"epoch": epoch, "train_mse": total / len(train), "validation_mse": val_mse})
             if val_mse < best:
                 best, best_epoch, best_state = val_mse, epoch, copy.deepcopy(model.state_dict())

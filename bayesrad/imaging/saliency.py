@@ -204,10 +204,15 @@ def heatmap_to_image(heatmap: np.ndarray, affine: np.ndarray, reference: sitk.Im
 
 
 def save_heatmap(heatmap: np.ndarray, affine: np.ndarray, reference: sitk.Image, out_dir: str | os.PathLike,
-                 name: str = "saliency", n_slices: int = 3, title: str | None = None) -> dict[str, Path]:
+                 name: str = "saliency", n_slices: int = 3, title: str | None = None,
+                 outline: np.ndarray | None = None, zoom_voxels: int | None = None) -> dict[str, Path]:
     """Write ``{name}.nii.gz`` (aligned with ``reference``) and ``{name}.png`` (overlay on the
     ``n_slices`` axial slices with the largest positive heatmap sum; values below 5% of the
-    maximum, so a signed map's negative part, are not drawn). Returns the two paths."""
+    maximum, so a signed map's negative part, are not drawn). Returns the two paths.
+
+    ``outline``: a mask on the reference grid (z, y, x), e.g. the true region, drawn as a cyan
+    contour. ``zoom_voxels``: show only this many voxels around the heatmap's peak per slice.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -226,10 +231,20 @@ def save_heatmap(heatmap: np.ndarray, affine: np.ndarray, reference: sitk.Image,
     order = np.argsort(-np.clip(heat, 0, None).reshape(heat.shape[0], -1).sum(1))[:max(1, n_slices)]
     fig, axes = plt.subplots(1, len(order), figsize=(3.2 * len(order), 3.4), squeeze=False)
     lo, hi = np.percentile(anatomy, [1, 99])
+    if outline is not None and np.asarray(outline).shape != heat.shape:
+        raise ImageError(f"outline has shape {np.asarray(outline).shape}, the reference grid (z, y, x) {heat.shape}")
+    window = (slice(None), slice(None))
+    if zoom_voxels:
+        _, cy, cx = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        half = zoom_voxels // 2
+        window = (slice(max(cy - half, 0), cy + half), slice(max(cx - half, 0), cx + half))
     for ax, z in zip(axes[0], sorted(order)):
-        ax.imshow(anatomy[z], cmap="gray", vmin=lo, vmax=hi, origin="lower")
-        ax.imshow(np.ma.masked_less(heat[z], 0.05 * max(heat.max(), 1e-12)), cmap="inferno", alpha=0.55,
+        ax.imshow(anatomy[z][window], cmap="gray", vmin=lo, vmax=hi, origin="lower")
+        ax.imshow(np.ma.masked_less(heat[z][window], 0.05 * max(heat.max(), 1e-12)), cmap="inferno", alpha=0.55,
                   origin="lower", vmin=0, vmax=max(heat.max(), 1e-12))
+        if outline is not None and np.asarray(outline)[z][window].any():
+            ax.contour(np.asarray(outline)[z][window].astype(float), levels=[0.5], colors="cyan", linewidths=1.0,
+                       origin="lower")
         ax.set_title(f"slice z={z}")
         ax.axis("off")
     if title:

@@ -110,6 +110,11 @@ def test_heatmap_goes_back_onto_the_original_grid(tmp_path):
     dice = 2 * (heat & truth).sum() / (heat.sum() + truth.sum())
     assert dice > 0.85
     assert paths["png"].stat().st_size > 1000
+    outlined = save_heatmap(vol.mask[0].numpy(), vol.affine, vol.reference, tmp_path / "out", name="outlined",
+                            outline=truth, zoom_voxels=12)
+    assert outlined["png"].stat().st_size > 1000
+    with pytest.raises(ImageError, match="outline has shape"):
+        save_heatmap(vol.mask[0].numpy(), vol.affine, vol.reference, tmp_path / "out", outline=truth[1:])
     assert heatmap_to_image(vol.mask[0].numpy(), vol.affine, vol.reference).GetSize() == vol.reference.GetSize()
 
 
