@@ -169,8 +169,8 @@ def bench_saliency(n: int, tmp: Path) -> dict:
                 channel_aucs[modality].append(float(roc_auc_score(grid_region[inside], vol.image[c].numpy()[inside])))
     pid, heat, vol, region, auc = example
     save_heatmap(heat, vol.affine, vol.reference, RESULTS, name="imaging_saliency_example", outline=region,
-                 zoom_voxels=24, title=f"{pid} (held out): integrated gradients of predicted aggressiveness; "
-                                       f"cyan: true aggressive subregion; AUC in lesion {auc:.2f}")
+                 zoom_voxels=24, title=f"{pid} (held out): integrated gradients of predicted aggressiveness\n"
+                                       f"cyan: true aggressive subregion; AUC within the lesion {auc:.2f}")
     primary = aucs["integrated_gradients_signed_smoothed"]
     return {
         "scenario": "glioma_pet (seed 3)", "n_patients": len(ids), "n_train": len(train), "n_test": len(test),

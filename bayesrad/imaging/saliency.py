@@ -248,7 +248,7 @@ def save_heatmap(heatmap: np.ndarray, affine: np.ndarray, reference: sitk.Image,
         ax.set_title(f"slice z={z}")
         ax.axis("off")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     png = out / f"{name}.png"
     fig.savefig(png, dpi=80)
