@@ -47,7 +47,7 @@ from sklearn.preprocessing import StandardScaler
 from bayesrad.data.cohort import Cohort
 from bayesrad.data.simulate import simulate
 from bayesrad.imaging import (
-    AttentionMILClassifier, PreprocessConfig, VolumeRegressor, build_encoder, embed_volumes, gradient_saliency,
+    AttentionMILClassifier, PreprocessConfig, VolumeRegressor, embed_volumes, gradient_saliency,
     heatmap_auc, heatmap_to_image, integrated_gradient_saliency, linear_probe_r2, load_encoder, preprocess_cohort,
     preprocess_patient, pretrain_volumes, save_heatmap,
 )
