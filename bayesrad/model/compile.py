@@ -21,6 +21,7 @@ SVI and the posterior-predictive engine behind ``predict``/``query``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -164,6 +165,16 @@ class Layout:
         """Width of a node's encoding as a parent: the same as its predictor's (a categorical
         node is one-hot against its reference level either way, a latent node is k-wide)."""
         return self.out_dim(name)
+
+    def descendants(self, name: str) -> set[str]:
+        """Every node reachable from ``name`` along edges (``name`` excluded)."""
+        found, stack = set(), list(self.graph.children(name))
+        while stack:
+            node = stack.pop()
+            if node not in found:
+                found.add(node)
+                stack.extend(self.graph.children(node))
+        return found
 
     def family(self, name: str) -> str:
         """Likelihood family of a count node ('poisson' or 'negbinom')."""
@@ -398,7 +409,8 @@ def latent_posterior(layout: Layout, c: str, g: dict, prior_mean, x, m, be: Back
     outer = (scaled[..., :, None, :] * lam[..., None, :, :])          # (..., k, k, p)
     outer = be.xp.swapaxes(outer, -1, -3) if be.name == "numpyro" else outer.transpose(-1, -3)
     outer = outer.reshape(tuple(outer.shape[:-3]) + (outer.shape[-3], k * k))  # (..., p, k*k)
-    prec = (mf @ outer).reshape(tuple((mf @ outer).shape[:-1]) + (k, k))
+    prec = mf @ outer
+    prec = prec.reshape(tuple(prec.shape[:-1]) + (k, k))
     eye = (be.xp.eye(k, dtype=like.dtype, device=like.device) if be.name == "pyro"
            else be.xp.eye(k, dtype=like.dtype))
     prec = eye + prec
@@ -409,8 +421,39 @@ def latent_posterior(layout: Layout, c: str, g: dict, prior_mean, x, m, be: Back
     centred = (scaled * g[f"{c}.col_mean"][..., None, :])
     centred_t = be.xp.swapaxes(centred, -1, -2) if be.name == "numpyro" else centred.transpose(-1, -2)
     rhs = prior_mean + (x * mf) @ scaled_t - mf @ centred_t
-    mean = be.xp.linalg.solve(prec, rhs[..., None])[..., 0]
+    # the precision depends on the globals and the patient's observed columns only; invert it
+    # at that shape and broadcast over whatever else ``prior_mean`` carries (the particles of
+    # a prediction) instead of solving one system per particle
+    cov = be.xp.linalg.inv(prec)
+    mean = (cov * rhs[..., None, :]).sum(-1)
     return mean, prec
+
+
+def latent_marginal_loglik(layout: Layout, c: str, g: dict, prior_mean, x, m, mean, prec,
+                           be: Backend):
+    """log p(observed block columns | the latent's parents), z integrated out, shape (..., n).
+
+    With z ~ N(eta, I) and x_j ~ N(col_mean_j + loadings_j . z, col_sd_j^2) for observed j,
+    the marginal is Gaussian with covariance loadings' loadings + diag(col_sd^2); through the
+    exact posterior (``mean``, precision ``prec`` from ``latent_posterior``) it is
+    -1/2 sum_j [log(2 pi sd_j^2) + r_j^2 / sd_j^2] - 1/2 |eta|^2 + 1/2 mean' prec mean
+    - 1/2 log det prec, with r = x - col_mean. Every term is a (n, p) @ (..., p) product, so
+    no (draws x patients x columns) array is formed (gene blocks have thousands of columns).
+    A patient without the block gets 0.
+    """
+    mf = be.to_float(m, prior_mean)
+    xm = x * mf
+    inv_var = 1.0 / g[f"{c}.col_sd"] ** 2                                   # (..., p)
+    col_mean = g[f"{c}.col_mean"]
+    quad = ((xm * x) @ inv_var[..., None] - 2.0 * xm @ (col_mean * inv_var)[..., None]
+            + mf @ (col_mean ** 2 * inv_var)[..., None])[..., 0]            # (..., n)
+    log_norm = (mf @ be.xp.log(2.0 * math.pi / inv_var)[..., None])[..., 0]
+    chol = be.xp.linalg.cholesky(prec)
+    diag = (be.xp.diagonal(chol, 0, -2, -1) if be.name == "pyro"
+            else be.xp.diagonal(chol, axis1=-2, axis2=-1))
+    log_det = 2.0 * be.xp.log(diag).sum(-1)
+    fit = ((prec * mean[..., None, :]).sum(-1) * mean).sum(-1)      # mean' prec mean
+    return -0.5 * (log_norm + quad) - 0.5 * (prior_mean ** 2).sum(-1) + 0.5 * fit - 0.5 * log_det
 
 
 # ----------------------------------------------------------------------------- the model
@@ -508,9 +551,18 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
     ``mode="guide"``: the amortised guide during SVI: each latent block node is drawn from its
     exact Gaussian posterior given its block columns and parents, each imputed continuous
     value from its conditional prior (discrete missing parents enter with their expected
-    encoding, only to centre the latents' guide). ``mode="predict"``: ancestral posterior
-    predictive: every unobserved node is drawn from its conditional given the evidence above
-    it; ``do`` values (model scale) replace nodes and cut their incoming edges.
+    encoding, only to centre the latents' guide). ``mode="predict"``: the proposal of the
+    posterior over a patient's unobserved nodes: every unobserved node (and the target) is
+    drawn from its conditional given the values above it, each latent from its exact
+    Gaussian conditional given its parents and its own block columns, and the evidence that
+    this proposal ignores is returned as a per-patient log importance weight under
+    ``"__log_weight__"`` (shape (..., n)): the log-likelihood of every observed node given
+    its (drawn or observed) parents plus, for each latent, the marginal log-likelihood of its
+    observed columns given its parents. Self-normalised over draws that share the same
+    globals, these weights condition each patient on all of their evidence, descendants
+    included (``HybridBN.predict``). A node whose mask is False contributes nothing, so
+    evidence is removed by clearing masks. ``do`` values (model scale) replace nodes and cut
+    their incoming edges.
     ``mode="simulate"``: every node is drawn from its conditional (data from the model, on
     the model scale; latent blocks add ``"<node>.columns"``, survival nodes uncensored times).
     Returns ``{node: value}`` (codes for discrete nodes, z for latents) and, under
@@ -519,6 +571,7 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
     do = do or {}
     enc, codes, values, etas = {}, {}, {}, {}
     like = d["one"]
+    log_weight = 0.0
     for c in layout.order:
         kind = layout.kind[c]
         x, m = d[f"x:{c}"], d[f"m:{c}"]
@@ -536,6 +589,9 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
             mean, prec = latent_posterior(layout, c, g, eta, x, m, be, like)
             z = draw(c, be.dist.MultivariateNormal(mean, precision_matrix=prec))
             values[c] = enc[c] = z
+            if mode == "predict":
+                log_weight = log_weight + latent_marginal_loglik(layout, c, g, eta, x, m, mean,
+                                                                 prec, be)
             if mode == "simulate":
                 loc = g[f"{c}.col_mean"][..., None, :] + z @ layout.loadings(g, c, be)
                 values[f"{c}.columns"] = be.dist.Normal(loc, g[f"{c}.col_sd"][..., None, :]).sample()
@@ -545,12 +601,11 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
             if kind != "survival":
                 enc[c] = encode(layout, c, values[c], be, like)
             continue
-        if kind == "survival" or (not layout.graph.children(c) and c != target):
-            continue
-        if mode == "guide" and not layout.graph.children(c):
-            continue
-        fam = node_dist(layout, c, g, eta, be)
+        leaf = not layout.graph.children(c)
         if mode == "guide":
+            if leaf or kind == "survival":
+                continue
+            fam = node_dist(layout, c, g, eta, be)
             if c in layout.impute and kind == "continuous":
                 value = be.xp.where(m, x, draw(c + MISSING, fam))
                 enc[c] = encode(layout, c, value, be, like)
@@ -559,11 +614,22 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
             else:
                 enc[c] = encode(layout, c, x, be, like)
             continue
-        drawn = fam.sample()
-        value = be.xp.where(m, x, drawn) if c != target else drawn
+        if kind == "survival":
+            ll = weibull_loglik(eta[..., 0], g[f"{c}.shape"][..., None], be.xp.where(m, x, 1.0),
+                                d[f"e:{c}"], be)
+            log_weight = log_weight + be.xp.where(m, ll, 0.0)
+            continue
+        fam = node_dist(layout, c, g, eta, be)
+        log_weight = log_weight + be.xp.where(m, fam.log_prob(x), 0.0)
+        if leaf and c != target:
+            continue
+        # nothing to draw where every patient observed the node (the common case)
+        value = x if bool(m.all()) else be.xp.where(m, x, draw(c, fam))
         values[c] = value
         enc[c] = encode(layout, c, value, be, like)
     values["__eta__"] = etas
+    if mode == "predict":
+        values["__log_weight__"] = log_weight
     return values
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,10 +18,9 @@ from bayesrad.graph.graph import Graph
 from bayesrad.model.compile import (Backend, Layout, design_arrays, local_pass, make_model,
                                     node_dist, weibull_loglik)
 from bayesrad.model.design import Design, Preprocessor, _level_numbers, blocks_of
+from bayesrad.model import particles
 from bayesrad.model.guide import GlobalPosterior, make_guide
 
-QUANTILES = {"q025": 0.025, "q05": 0.05, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q95": 0.95,
-             "q975": 0.975}
 # Above this many patients, SVI subsamples minibatches of this size.
 _DEFAULT_BATCH = 1024
 
@@ -49,7 +49,10 @@ class HybridBN:
         window of 100 steps (after ``min_steps``).
     min_steps : steps before convergence is checked.
     num_warmup, num_samples, num_chains : NUTS settings.
-    n_samples : default number of posterior draws for predictions.
+    n_samples : default number of posterior draws of the globals for predictions.
+    n_particles : particles of a patient's unobserved nodes per draw of the globals, when the
+        patient's evidence depends on them (an observed child of a latent block or of a
+        missing value); importance-weighted within each draw (see ``model/particles.py``).
     seed : seed of every random draw (same seed on CPU -> identical fit and predictions).
     device : ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
     progress : show a tqdm progress bar while fitting.
@@ -64,7 +67,8 @@ class HybridBN:
                  num_steps: int = 3000, learning_rate: float = 0.03, lr_decay: float = 0.01,
                  batch_size: int | None = None, n_restarts: int = 1, tol: float = 1e-4,
                  min_steps: int = 500, num_warmup: int = 500, num_samples: int = 500,
-                 num_chains: int = 2, n_samples: int = 1000, seed: int = 0,
+                 num_chains: int = 2, n_samples: int = 1000, n_particles: int = 16,
+                 seed: int = 0,
                  device: str = "auto", progress: bool = False, jit: bool = True,
                  num_threads: int | None = None):
         self.graph = graph
@@ -81,6 +85,7 @@ class HybridBN:
         self.num_samples = num_samples
         self.num_chains = num_chains
         self.n_samples = n_samples
+        self.n_particles = n_particles
         self.seed = seed
         self.device = device
         self.progress = progress
@@ -263,20 +268,54 @@ class HybridBN:
             return data
         return self.preprocessor_.transform(blocks_of(data))
 
-    def _local(self, design: Design, target: str, n_samples: int, do=None, seed=None,
-               hide_target: bool = True):
+    def _particles(self, design: Design, target: str, n_samples: int, do=None, seed=None,
+                   hide: tuple[str, ...] = ()):
+        """Weighted particles of every patient's unobserved nodes, in chunks of patients.
+
+        Yields ``(start, stop, g, values, weights)`` per chunk: ``g`` the globals repeated for
+        the L particles of each of the S draws (P = S * L leading), ``values`` from
+        ``local_pass(mode="predict")`` and ``weights`` (P, n_chunk) normalised as
+        ``particles.normalised_weights``. The evidence of ``target``, of ``hide`` and of every
+        descendant of an intervened node is removed (an intervention changes what follows it,
+        so values measured without it are no evidence about the intervened world).
+        """
         be = Backend("pyro")
         layout = self.layout_
+        do = dict(do or {})
+        hidden = {target, *hide}
+        for node in do:
+            if node not in layout.kind:
+                raise ModelError(f"do: node {node!r} is not in the graph "
+                                 f"(nodes: {self.graph_.nodes})")
+            hidden |= layout.descendants(node)
         arrays = design_arrays(layout, design, be, dtype=torch.float32)
-        if hide_target:
-            arrays[f"m:{target}"] = torch.zeros_like(arrays[f"m:{target}"])
-        g = self.posterior_samples(n_samples, seed)
-        do_model = {k: self._to_model_scale(k, v, design.n) for k, v in (do or {}).items()}
-        with torch.no_grad(), torch.random.fork_rng(devices=[]), _threads(self.num_threads):
+        for node in hidden:
+            if node in layout.kind:
+                arrays[f"m:{node}"] = torch.zeros_like(arrays[f"m:{node}"])
+        n_particles = (self.n_particles if particles.evidence_needs_weights(layout, arrays, do)
+                       else 1)
+        draws = self.posterior_samples(n_samples, seed)
+        # globals (S, 1, ...) against particles (S, L, n): whatever depends on the globals
+        # alone (a latent's posterior precision) is computed once per draw, not per particle
+        g = {k: v.unsqueeze(1) for k, v in draws.items()}
+        flat_g = {k: v.repeat_interleave(n_particles, 0) for k, v in draws.items()}
+        step = particles.chunk_size(layout, n_samples * n_particles)
+        import pyro
+
+        # shape checks of every distribution cost more than the arithmetic here, and the
+        # model's shapes were checked when it was fitted
+        with torch.no_grad(), torch.random.fork_rng(devices=[]), _threads(self.num_threads), \
+                pyro.validation_enabled(False):
             torch.manual_seed((self.seed if seed is None else seed) + 1)
-            values = local_pass(layout, g, arrays, be, lambda name, fn: fn.sample(),
-                                mode="predict", target=target, do=do_model)
-        return g, values, arrays
+            for start in range(0, design.n, step):
+                stop = min(design.n, start + step)
+                chunk = {k: v[start:stop] for k, v in arrays.items()}
+                shape = (n_samples, n_particles, stop - start)
+                do_model = {k: self._to_model_scale(k, v, stop - start) for k, v in do.items()}
+                values = local_pass(layout, g, chunk, be, lambda name, fn: particles.draw(fn, shape),
+                                    mode="predict", target=target, do=do_model)
+                weights = particles.normalised_weights(values.pop("__log_weight__"), shape)
+                yield start, stop, flat_g, particles.flatten(values, shape, layout), weights
 
     def _to_model_scale(self, node: str, value, n: int) -> torch.Tensor:
         """A ``do`` value in original units -> the model's scale, broadcast to n patients."""
@@ -328,48 +367,66 @@ class HybridBN:
             raise ModelError(f"target {target!r} is a {kind} node; predict an observed node")
         n_samples = n_samples or self.n_samples
         design = self._design(data)
-        g, values, _ = self._local(design, target, n_samples, do=do, seed=seed)
+        frames, ess = [], []
+        for start, stop, g, values, weights in self._particles(design, target, n_samples, do=do,
+                                                                 seed=seed):
+            index = design.patient_ids[start:stop]
+            frames.append(self._summary(target, g, values, weights, index, times))
+            ess.append(particles.effective_particles(weights, n_samples))
+        out = pd.concat(frames)
+        ess = pd.Series(np.concatenate(ess), index=out.index)
+        if self.n_particles > 2 and (ess < 2.0).any() and (ess < self.n_particles).any():
+            # one particle per draw took nearly all the weight: the evidence is far from the
+            # proposal and the answer rests on few particles
+            worst = ess.sort_values().index[:3].tolist()
+            warnings.warn(f"predict({target!r}): patients {worst} keep fewer than 2 effective "
+                          f"particles of {self.n_particles} per posterior draw; raise "
+                          "n_particles for a steadier answer", RuntimeWarning, stacklevel=2)
+        return out
+
+    def _summary(self, target, g, values, weights, index, times) -> pd.DataFrame:
+        kind = self.layout_.kind[target]
         eta = values["__eta__"][target]
-        index = design.patient_ids
         st = self.preprocessor_.stats_[target]
         if kind == "binary":
-            return _summarise(torch.sigmoid(eta[..., 0]), index)
+            return particles.weighted_summary(torch.sigmoid(eta[..., 0]), weights, index)
         if kind == "continuous":
-            y = values[target] * st["sd"] + st["mean"]
-            return _summarise(y, index)
+            return particles.weighted_summary(values[target] * st["sd"] + st["mean"], weights,
+                                              index)
         if kind == "count":
-            return _summarise(values[target].float(), index)
+            return particles.weighted_summary(values[target].float(), weights, index)
         if kind in ("categorical", "ordinal"):
-            probs = node_dist(self.layout_, target, g, eta, Backend("pyro")).probs
+            probs = node_dist(self.layout_, target, g, eta, Backend("pyro")).probs.double()
             frames = []
             for j, level in enumerate(st["levels"]):
                 p = probs[..., j]
+                bands = particles.weighted_quantiles(p, weights, [0.05, 0.95])
                 frames.append(pd.DataFrame({
-                    f"P[{level}]": p.mean(0).numpy(),
-                    f"P[{level}]_q05": torch.quantile(p, 0.05, dim=0).numpy(),
-                    f"P[{level}]_q95": torch.quantile(p, 0.95, dim=0).numpy()}, index=index))
+                    f"P[{level}]": (weights * p).sum(0).numpy(),
+                    f"P[{level}]_q05": bands[0].numpy(),
+                    f"P[{level}]_q95": bands[1].numpy()}, index=index))
             out = pd.concat(frames, axis=1)
             if kind == "ordinal":
                 numbers = torch.as_tensor(_level_numbers(st["levels"]), dtype=probs.dtype)
-                out.insert(0, "mean", (probs * numbers).sum(-1).mean(0).numpy())
+                out.insert(0, "mean", (weights * (probs * numbers).sum(-1)).sum(0).numpy())
             return out
-        return self._survival_summary(target, g, eta, st, index, times)
+        return self._survival_summary(target, g, eta, weights, st, index, times)
 
-    def _survival_summary(self, target, g, eta, st, index, times) -> pd.DataFrame:
-        shape = g[f"{target}.shape"][:, None]
-        log_scale = eta[..., 0]
-        scale_days = log_scale.exp() * st["time_scale"]
+    def _survival_summary(self, target, g, eta, weights, st, index, times) -> pd.DataFrame:
+        shape = g[f"{target}.shape"][:, None].double()
+        scale_days = eta[..., 0].double().exp() * st["time_scale"]
         median = scale_days * math.log(2.0) ** (1.0 / shape)
-        out = {"median": median.median(0).values.numpy(),
-               "median_q05": torch.quantile(median, 0.05, dim=0).numpy(),
-               "median_q95": torch.quantile(median, 0.95, dim=0).numpy()}
+        bands = particles.weighted_quantiles(median, weights, [0.5, 0.05, 0.95])
+        out = {"median": bands[0].numpy(), "median_q05": bands[1].numpy(),
+               "median_q95": bands[2].numpy()}
         if times is None:
             times = np.linspace(0.2, 2.0, 10) * st["time_scale"]
         for t in np.atleast_1d(times):
             surv = torch.exp(-(float(t) / scale_days) ** shape)
-            out[f"S@{t:g}"] = surv.mean(0).numpy()
-            out[f"S@{t:g}_q05"] = torch.quantile(surv, 0.05, dim=0).numpy()
-            out[f"S@{t:g}_q95"] = torch.quantile(surv, 0.95, dim=0).numpy()
+            bands = particles.weighted_quantiles(surv, weights, [0.05, 0.95])
+            out[f"S@{t:g}"] = (weights * surv).sum(0).numpy()
+            out[f"S@{t:g}_q05"] = bands[0].numpy()
+            out[f"S@{t:g}_q95"] = bands[1].numpy()
         return pd.DataFrame(out, index=index)
 
     def survival_function(self, data, target: str, times, n_samples: int | None = None,
@@ -379,13 +436,16 @@ class HybridBN:
         if self.layout_.kind.get(target) != "survival":
             raise ModelError(f"{target!r} is not a survival node")
         design = self._design(data)
-        g, values, _ = self._local(design, target, n_samples or self.n_samples, seed=seed)
+        n_samples = n_samples or self.n_samples
         st = self.preprocessor_.stats_[target]
-        scale_days = values["__eta__"][target][..., 0].exp() * st["time_scale"]
-        shape = g[f"{target}.shape"][:, None, None]
-        t = torch.as_tensor(np.asarray(times, float), dtype=torch.float32)
-        surv = torch.exp(-(t / scale_days[..., None]) ** shape)
-        return surv.mean(0).numpy()
+        t = torch.as_tensor(np.asarray(times, float), dtype=torch.float64)
+        out = []
+        for _, _, g, values, weights in self._particles(design, target, n_samples, seed=seed):
+            scale_days = values["__eta__"][target][..., 0].double().exp() * st["time_scale"]
+            shape = g[f"{target}.shape"][:, None, None].double()
+            surv = torch.exp(-(t / scale_days[..., None]) ** shape)
+            out.append((weights[..., None] * surv).sum(0).numpy())
+        return np.concatenate(out)
 
     def query(self, target: str, evidence: Mapping | pd.DataFrame | None = None,
               do: Mapping | None = None, n_samples: int | None = None,
@@ -576,16 +636,6 @@ class HybridBN:
     def __repr__(self) -> str:
         state = "fitted" if hasattr(self, "layout_") else "not fitted"
         return f"HybridBN({self.graph!r}, method={self.method!r}, {state})"
-
-
-def _summarise(samples: torch.Tensor, index: pd.Index) -> pd.DataFrame:
-    """mean, sd and quantiles over the first (draw) dimension of (S, n) samples."""
-    samples = samples.double()
-    out = {"mean": samples.mean(0).numpy(), "sd": samples.std(0).numpy()}
-    qs = torch.quantile(samples, torch.tensor(list(QUANTILES.values()), dtype=samples.dtype), dim=0)
-    for j, name in enumerate(QUANTILES):
-        out[name] = qs[j].numpy()
-    return pd.DataFrame(out, index=index)
 
 
 class _threads:
