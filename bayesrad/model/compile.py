@@ -69,6 +69,15 @@ class Backend:
     def cat(self, tensors, axis=-1):
         return self.xp.cat(tensors, dim=axis) if self.name == "pyro" else self.xp.concatenate(tensors, axis=axis)
 
+    def cat_broadcast(self, tensors):
+        """Concatenate along the last axis after broadcasting the leading axes (an observed
+        parent is (n, d), a drawn one (S, L, n, d))."""
+        lead = np.broadcast_shapes(*[tuple(t.shape[:-1]) for t in tensors])
+        if self.name == "pyro":
+            return self.xp.cat([t.expand(lead + (t.shape[-1],)) for t in tensors], dim=-1)
+        return self.xp.concatenate([self.xp.broadcast_to(t, lead + (t.shape[-1],))
+                                    for t in tensors], axis=-1)
+
     def zeros_like_last(self, x, size):
         """Zeros shaped like ``x`` with the last dimension set to ``size``."""
         return self.xp.zeros(tuple(x.shape[:-1]) + (size,), dtype=x.dtype)
@@ -236,6 +245,17 @@ class Layout:
             else:
                 self.sites.append(GlobalSite(f"{c}.coef.{p}", shape, "real",
                                              ("Normal", (float(edge.get("mean", 0.0)), scale))))
+        hidden = int(node_prior.get("mlp_hidden", 0) or 0)
+        if hidden and self.parents[c]:
+            # a small Bayesian MLP of the parents' encodings added to the linear predictor:
+            # tanh units, weights ~ N(0, 1/fan_in) so the term starts near the linear model's
+            # scale (standardised inputs)
+            width = sum(self.enc_dim(p) for p in self.parents[c])
+            self.sites += [
+                GlobalSite(f"{c}.mlp_w1", (width, hidden), "real", ("Normal", (0.0, 1.0 / math.sqrt(width)))),
+                GlobalSite(f"{c}.mlp_b1", (hidden,), "real", ("Normal", (0.0, 1.0))),
+                GlobalSite(f"{c}.mlp_w2", (hidden, out), "real", ("Normal", (0.0, 1.0 / math.sqrt(hidden)))),
+            ]
         for g in self.groups[c]:
             n_groups = self.n_levels[g]
             self.sites += [
@@ -355,6 +375,10 @@ def linear_predictor(layout: Layout, c: str, g: dict, enc: dict, codes: dict, be
         eta = eta + g[f"{c}.intercept"][..., None, :]
     for p in layout.parents[c]:
         eta = eta + enc[p] @ layout.coef(g, c, p, be)
+    if f"{c}.mlp_w1" in g:
+        inputs = be.cat_broadcast([enc[p] for p in layout.parents[c]])
+        hidden = be.xp.tanh(inputs @ g[f"{c}.mlp_w1"] + g[f"{c}.mlp_b1"][..., None, :])
+        eta = eta + hidden @ g[f"{c}.mlp_w2"]
     for grp in layout.groups[c]:
         table = g[f"{c}.group_raw.{grp}"] * g[f"{c}.group_sd.{grp}"][..., None, :]
         padded = be.cat([table, be.zeros_like_last(table[..., :1, :], out)], axis=-2)
@@ -545,7 +569,8 @@ def _enumerate_missing(layout, c, fam, x, m, be, like):
 
 # ----------------------------------------------------------------------------- local pass
 def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
-               mode: str, target: str | None = None, do: dict | None = None) -> dict:
+               mode: str, target: str | None = None, do: dict | None = None,
+               shift: dict | None = None) -> dict:
     """Per-patient latents given global values ``g`` (leading sample dims allowed).
 
     ``mode="guide"``: the amortised guide during SVI: each latent block node is drawn from its
@@ -562,13 +587,16 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
     globals, these weights condition each patient on all of their evidence, descendants
     included (``HybridBN.predict``). A node whose mask is False contributes nothing, so
     evidence is removed by clearing masks. ``do`` values (model scale) replace nodes and cut
-    their incoming edges.
+    their incoming edges; ``shift`` values (model scale) are added to a node's observed or
+    drawn value (an intervention relative to the patient's own value; its observed value
+    stays evidence about its parents).
     ``mode="simulate"``: every node is drawn from its conditional (data from the model, on
     the model scale; latent blocks add ``"<node>.columns"``, survival nodes uncensored times).
     Returns ``{node: value}`` (codes for discrete nodes, z for latents) and, under
     ``"__eta__"``, the linear predictors ``{node: eta}``.
     """
     do = do or {}
+    shift = shift or {}
     enc, codes, values, etas = {}, {}, {}, {}
     like = d["one"]
     log_weight = 0.0
@@ -625,6 +653,10 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
             continue
         # nothing to draw where every patient observed the node (the common case)
         value = x if bool(m.all()) else be.xp.where(m, x, draw(c, fam))
+        if c in shift:
+            value = value + shift[c]
+            if kind == "count":
+                value = be.xp.clamp(value, min=0.0)
         values[c] = value
         enc[c] = encode(layout, c, value, be, like)
     values["__eta__"] = etas

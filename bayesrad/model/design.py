@@ -43,13 +43,6 @@ class Design:
     def n(self) -> int:
         return len(self.patient_ids)
 
-    def rows(self, start: int, stop: int) -> "Design":
-        """The patients ``start:stop`` (views, not copies)."""
-        return Design(self.patient_ids[start:stop],
-                      {k: v[start:stop] for k, v in self.values.items()},
-                      {k: v[start:stop] for k, v in self.observed.items()},
-                      {k: v[start:stop] for k, v in self.event.items()})
-
 
 class Preprocessor:
     """Per-node statistics learnt on training blocks (see module docstring).

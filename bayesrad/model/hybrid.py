@@ -7,6 +7,7 @@ import math
 import time
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -269,31 +270,37 @@ class HybridBN:
         return self.preprocessor_.transform(blocks_of(data))
 
     def _particles(self, design: Design, target: str, n_samples: int, do=None, seed=None,
-                   hide: tuple[str, ...] = ()):
+                   ignore=(), factual: bool = False):
         """Weighted particles of every patient's unobserved nodes, in chunks of patients.
 
-        Yields ``(start, stop, g, values, weights)`` per chunk: ``g`` the globals repeated for
-        the L particles of each of the S draws (P = S * L leading), ``values`` from
-        ``local_pass(mode="predict")`` and ``weights`` (P, n_chunk) normalised as
-        ``particles.normalised_weights``. The evidence of ``target``, of ``hide`` and of every
-        descendant of an intervened node is removed (an intervention changes what follows it,
-        so values measured without it are no evidence about the intervened world).
+        Yields a ``_Chunk`` per chunk of patients: the globals broadcast (S, 1, ...) and
+        repeated (S * L, ...), the chunk's arrays, the raw ``local_pass(mode="predict")``
+        values (S, L, n[, width]) and the weights (S * L, n) of ``particles.normalised_weights``.
+
+        The values of ``ignore`` are no evidence. Unless ``factual``, neither is the target's
+        own value, and the interventions of ``do`` are applied: their descendants' values are
+        dropped (an intervention changes what follows it, so values measured without it are
+        no evidence about the intervened world). With ``factual`` (abduction for a
+        counterfactual) every observed value is evidence and nothing is intervened on.
         """
         be = Backend("pyro")
         layout = self.layout_
-        do = dict(do or {})
-        hidden = {target, *hide}
-        for node in do:
-            if node not in layout.kind:
-                raise ModelError(f"do: node {node!r} is not in the graph "
-                                 f"(nodes: {self.graph_.nodes})")
-            hidden |= layout.descendants(node)
+        absolute, relative = self._interventions(do or {})
+        hidden = set(ignore)
+        unknown = sorted(hidden - set(layout.kind))
+        if unknown:
+            raise ModelError(f"ignore: {unknown} are not nodes of the graph "
+                             f"(nodes: {self.graph_.nodes})")
+        if not factual:
+            hidden.add(target)
+            for node in (*absolute, *relative):
+                hidden |= layout.descendants(node)
         arrays = design_arrays(layout, design, be, dtype=torch.float32)
         for node in hidden:
-            if node in layout.kind:
-                arrays[f"m:{node}"] = torch.zeros_like(arrays[f"m:{node}"])
-        n_particles = (self.n_particles if particles.evidence_needs_weights(layout, arrays, do)
-                       else 1)
+            arrays[f"m:{node}"] = torch.zeros_like(arrays[f"m:{node}"])
+        intervened = {} if factual else absolute
+        n_particles = (self.n_particles
+                       if particles.evidence_needs_weights(layout, arrays, intervened) else 1)
         draws = self.posterior_samples(n_samples, seed)
         # globals (S, 1, ...) against particles (S, L, n): whatever depends on the globals
         # alone (a latent's posterior precision) is computed once per draw, not per particle
@@ -311,11 +318,40 @@ class HybridBN:
                 stop = min(design.n, start + step)
                 chunk = {k: v[start:stop] for k, v in arrays.items()}
                 shape = (n_samples, n_particles, stop - start)
-                do_model = {k: self._to_model_scale(k, v, stop - start) for k, v in do.items()}
-                values = local_pass(layout, g, chunk, be, lambda name, fn: particles.draw(fn, shape),
-                                    mode="predict", target=target, do=do_model)
+                do_model = {k: self._to_model_scale(k, v, stop - start) for k, v in absolute.items()}
+                shift_model = {k: self._shift_to_model_scale(k, v) for k, v in relative.items()}
+                values = local_pass(layout, g, chunk, be,
+                                    lambda name, fn: particles.draw(fn, shape), mode="predict",
+                                    target=target, do={} if factual else do_model,
+                                    shift={} if factual else shift_model)
                 weights = particles.normalised_weights(values.pop("__log_weight__"), shape)
-                yield start, stop, flat_g, particles.flatten(values, shape, layout), weights
+                yield _Chunk(start, stop, shape, g, flat_g, chunk, values, weights, do_model,
+                             shift_model)
+
+    def _interventions(self, do: Mapping) -> tuple[dict, dict]:
+        """Split ``do`` into absolute values and shifts (a string ``"+10"`` / ``"-5"`` on a
+        continuous or count node: relative to the patient's own value, original units)."""
+        absolute, relative = {}, {}
+        for node, value in do.items():
+            if node not in self.layout_.kind:
+                raise ModelError(f"do: node {node!r} is not in the graph "
+                                 f"(nodes: {self.graph_.nodes})")
+            if isinstance(value, str) and value.strip()[:1] in ("+", "-"):
+                if self.layout_.kind[node] not in ("continuous", "count"):
+                    raise ModelError(f"do: a shift ({value!r}) needs a continuous or count node; "
+                                     f"{node!r} is {self.layout_.kind[node]}")
+                try:
+                    relative[node] = float(value)
+                except ValueError as exc:
+                    raise ModelError(f"do: {value!r} for {node!r} is not a number like '+10'") from exc
+            else:
+                absolute[node] = value
+        return absolute, relative
+
+    def _shift_to_model_scale(self, node: str, delta: float) -> float:
+        if self.layout_.kind[node] == "continuous":
+            return delta / self.preprocessor_.stats_[node]["sd"]
+        return delta
 
     def _to_model_scale(self, node: str, value, n: int) -> torch.Tensor:
         """A ``do`` value in original units -> the model's scale, broadcast to n patients."""
@@ -342,15 +378,24 @@ class HybridBN:
 
     # ------------------------------------------------------------------ predictions
     def predict(self, data, target: str, n_samples: int | None = None, do: Mapping | None = None,
-                times=None, seed: int | None = None) -> pd.DataFrame:
+                times=None, seed: int | None = None, ignore=()) -> pd.DataFrame:
         """Posterior predictive of ``target`` for every patient in ``data``.
 
-        The target's own value in ``data`` (if any) is ignored; every other observed value is
-        evidence, and anything missing (values, columns, whole blocks) is marginalised.
+        Every observed value in ``data`` is evidence except the target's own and those of
+        ``ignore`` (node names): evidence on descendants counts too (an observed d95 says
+        something about a missing radiomics block), through importance-weighted particles
+        (``n_particles`` per posterior draw). Drop from ``data`` (or ``ignore``) whatever a
+        real prediction would not have yet, such as a later outcome that is the target's
+        child. Anything missing (values, columns, whole blocks) is marginalised.
+
+        ``do``: ``{node: value}`` interventions in original units (incoming edges cut; the
+        values of the node's descendants in ``data`` are then no evidence); a string
+        ``"+10"`` / ``"-5"`` on a continuous or count node shifts the patient's own value.
 
         Returns a DataFrame indexed by patient_id:
-        - binary: ``mean`` = P(target = 1), ``sd`` and quantiles ``q025 ... q975`` of that
-          probability (epistemic uncertainty);
+        - binary: ``mean`` = P(target = 1), ``sd`` and quantiles ``q025 ... q975`` of the
+          patient's probability over the posterior (globals and the patient's unobserved
+          nodes: a missing modality widens the band);
         - continuous / count: mean, sd and quantiles of the posterior predictive, original units;
         - categorical / ordinal: ``P[<level>]`` per level with ``P[<level>]_q05`` /
           ``_q95`` bands (ordinal also ``mean`` of the numeric level);
@@ -367,21 +412,22 @@ class HybridBN:
             raise ModelError(f"target {target!r} is a {kind} node; predict an observed node")
         n_samples = n_samples or self.n_samples
         design = self._design(data)
-        frames, ess = [], []
-        for start, stop, g, values, weights in self._particles(design, target, n_samples, do=do,
-                                                                 seed=seed):
-            index = design.patient_ids[start:stop]
-            frames.append(self._summary(target, g, values, weights, index, times))
-            ess.append(particles.effective_particles(weights, n_samples))
+        frames, ess, used = [], [], 1
+        for chunk in self._particles(design, target, n_samples, do=do, seed=seed, ignore=ignore):
+            values = particles.flatten(chunk.values, chunk.shape, self.layout_)
+            index = design.patient_ids[chunk.start:chunk.stop]
+            frames.append(self._summary(target, chunk.flat_g, values, chunk.weights, index, times))
+            ess.append(particles.effective_particles(chunk.weights, n_samples))
+            used = chunk.shape[1]
         out = pd.concat(frames)
         ess = pd.Series(np.concatenate(ess), index=out.index)
-        if self.n_particles > 2 and (ess < 2.0).any() and (ess < self.n_particles).any():
+        if used > 2 and (ess < 2.0).any():
             # one particle per draw took nearly all the weight: the evidence is far from the
             # proposal and the answer rests on few particles
             worst = ess.sort_values().index[:3].tolist()
             warnings.warn(f"predict({target!r}): patients {worst} keep fewer than 2 effective "
-                          f"particles of {self.n_particles} per posterior draw; raise "
-                          "n_particles for a steadier answer", RuntimeWarning, stacklevel=2)
+                          f"particles of {used} per posterior draw; raise n_particles for a "
+                          "steadier answer", RuntimeWarning, stacklevel=2)
         return out
 
     def _summary(self, target, g, values, weights, index, times) -> pd.DataFrame:
@@ -397,19 +443,7 @@ class HybridBN:
             return particles.weighted_summary(values[target].float(), weights, index)
         if kind in ("categorical", "ordinal"):
             probs = node_dist(self.layout_, target, g, eta, Backend("pyro")).probs.double()
-            frames = []
-            for j, level in enumerate(st["levels"]):
-                p = probs[..., j]
-                bands = particles.weighted_quantiles(p, weights, [0.05, 0.95])
-                frames.append(pd.DataFrame({
-                    f"P[{level}]": (weights * p).sum(0).numpy(),
-                    f"P[{level}]_q05": bands[0].numpy(),
-                    f"P[{level}]_q95": bands[1].numpy()}, index=index))
-            out = pd.concat(frames, axis=1)
-            if kind == "ordinal":
-                numbers = torch.as_tensor(_level_numbers(st["levels"]), dtype=probs.dtype)
-                out.insert(0, "mean", (weights * (probs * numbers).sum(-1)).sum(0).numpy())
-            return out
+            return self._level_table(probs, weights, st, index, ordinal=kind == "ordinal")
         return self._survival_summary(target, g, eta, weights, st, index, times)
 
     def _survival_summary(self, target, g, eta, weights, st, index, times) -> pd.DataFrame:
@@ -430,7 +464,7 @@ class HybridBN:
         return pd.DataFrame(out, index=index)
 
     def survival_function(self, data, target: str, times, n_samples: int | None = None,
-                          seed: int | None = None) -> np.ndarray:
+                          seed: int | None = None, ignore=()) -> np.ndarray:
         """Posterior-mean S(t) per patient, shape (n_patients, len(times)); times in days."""
         self._check_fitted()
         if self.layout_.kind.get(target) != "survival":
@@ -440,12 +474,118 @@ class HybridBN:
         st = self.preprocessor_.stats_[target]
         t = torch.as_tensor(np.asarray(times, float), dtype=torch.float64)
         out = []
-        for _, _, g, values, weights in self._particles(design, target, n_samples, seed=seed):
+        for chunk in self._particles(design, target, n_samples, seed=seed, ignore=ignore):
+            values = particles.flatten(chunk.values, chunk.shape, self.layout_)
             scale_days = values["__eta__"][target][..., 0].double().exp() * st["time_scale"]
-            shape = g[f"{target}.shape"][:, None, None].double()
+            shape = chunk.flat_g[f"{target}.shape"][:, None, None].double()
             surv = torch.exp(-(t / scale_days[..., None]) ** shape)
-            out.append((weights[..., None] * surv).sum(0).numpy())
+            out.append((chunk.weights[..., None] * surv).sum(0).numpy())
         return np.concatenate(out)
+
+    def counterfactual(self, data, target: str, do: Mapping, n_samples: int | None = None,
+                       times=None, seed: int | None = None, ignore=()) -> pd.DataFrame:
+        """What ``target`` would have been for each patient of ``data`` under ``do``.
+
+        Abduction, action, prediction (see ``model/counterfactual.py``): each patient's
+        factual evidence, the observed target included, fixes the noise of every node between
+        the intervention and the target; the intervention is applied; the target is
+        recomputed with the same noise. ``do`` as in ``predict`` (``"+10"`` shifts the
+        patient's own value; an unobserved value is shifted from its inferred one).
+
+        Returns the columns of ``predict`` for the counterfactual target (binary: ``mean`` =
+        P(target would be 1)), plus ``factual``: the observed target value (NaN if none).
+        """
+        from bayesrad.model.counterfactual import counterfactual_pass
+
+        self._check_fitted()
+        if target not in self.layout_.kind or self.layout_.kind[target] in ("latent", "group"):
+            raise ModelError(f"counterfactual: target {target!r} must be an observed node of "
+                             f"the graph (nodes: {self.graph_.nodes})")
+        if not do:
+            raise ModelError("counterfactual needs at least one intervention in do=")
+        n_samples = n_samples or self.n_samples
+        design = self._design(data)
+        kind = self.layout_.kind[target]
+        st = self.preprocessor_.stats_[target]
+        be = Backend("pyro")
+        frames = []
+        for chunk in self._particles(design, target, n_samples, do=do, seed=seed, ignore=ignore,
+                                     factual=True):
+            index = design.patient_ids[chunk.start:chunk.stop]
+            with torch.no_grad():
+                cf = counterfactual_pass(self.layout_, chunk.g, chunk.arrays, chunk.values,
+                                         target, chunk.do, chunk.shift, be)
+            flat = particles.flatten({"__eta__": {target: cf["eta"]}, **(
+                {target: cf["value"]} if cf["value"] is not None else {})}, chunk.shape,
+                self.layout_)
+            w = chunk.weights
+            if kind == "binary":
+                probs = particles.flatten({"p": cf["probs"], "__eta__": {}}, chunk.shape,
+                                          self.layout_)["p"]
+                frames.append(particles.weighted_summary(probs, w, index))
+            elif kind == "ordinal":
+                probs = cf["probs"]
+                probs = probs.expand(chunk.shape + probs.shape[-1:]).reshape(
+                    (-1, chunk.stop - chunk.start, probs.shape[-1])).double()
+                frames.append(self._level_table(probs, w, st, index, ordinal=True))
+            elif kind == "categorical":
+                codes = flat[target].long()
+                hot = torch.nn.functional.one_hot(codes, len(st["levels"])).double()
+                frames.append(self._level_table(hot, w, st, index, ordinal=False))
+            elif kind == "continuous":
+                frames.append(particles.weighted_summary(flat[target] * st["sd"] + st["mean"], w,
+                                                         index))
+            elif kind == "count":
+                frames.append(particles.weighted_summary(flat[target].double(), w, index))
+            else:
+                time_days = flat[target].double() * st["time_scale"]
+                frames.append(self._survival_samples_summary(time_days, w, st, index, times))
+        out = pd.concat(frames)
+        out.insert(0, "factual", self._factual(design, target))
+        return out
+
+    def _factual(self, design: Design, target: str) -> np.ndarray:
+        """The observed target in original units (levels for discrete nodes), NaN if none."""
+        st = self.preprocessor_.stats_[target]
+        kind = self.layout_.kind[target]
+        x, m = design.values[target], design.observed[target]
+        if kind == "continuous":
+            value = x * st["sd"] + st["mean"]
+        elif kind == "survival":
+            value = x * st["time_scale"]
+        elif kind in ("categorical", "ordinal"):
+            levels = np.asarray(st["levels"], dtype=object)
+            return np.where(m, levels[np.where(m, x, 0).astype(int)], None)
+        else:
+            value = x
+        return np.where(m, value, np.nan)
+
+    def _level_table(self, probs, weights, st, index, ordinal: bool) -> pd.DataFrame:
+        """``P[level]`` with 5-95% bands from (P, n, K) per-particle probabilities."""
+        frames = []
+        for j, level in enumerate(st["levels"]):
+            p = probs[..., j]
+            bands = particles.weighted_quantiles(p, weights, [0.05, 0.95])
+            frames.append(pd.DataFrame({
+                f"P[{level}]": (weights * p).sum(0).numpy(),
+                f"P[{level}]_q05": bands[0].numpy(),
+                f"P[{level}]_q95": bands[1].numpy()}, index=index))
+        out = pd.concat(frames, axis=1)
+        if ordinal:
+            numbers = torch.as_tensor(_level_numbers(st["levels"]), dtype=probs.dtype)
+            out.insert(0, "mean", (weights * (probs * numbers).sum(-1)).sum(0).numpy())
+        return out
+
+    def _survival_samples_summary(self, time_days, weights, st, index, times) -> pd.DataFrame:
+        """Median and S(t) of sampled survival times (P, n) in days."""
+        bands = particles.weighted_quantiles(time_days, weights, [0.5, 0.05, 0.95])
+        out = {"median": bands[0].numpy(), "median_q05": bands[1].numpy(),
+               "median_q95": bands[2].numpy()}
+        if times is None:
+            times = np.linspace(0.2, 2.0, 10) * st["time_scale"]
+        for t in np.atleast_1d(times):
+            out[f"S@{t:g}"] = (weights * (time_days > float(t)).double()).sum(0).numpy()
+        return pd.DataFrame(out, index=index)
 
     def query(self, target: str, evidence: Mapping | pd.DataFrame | None = None,
               do: Mapping | None = None, n_samples: int | None = None,
@@ -636,6 +776,22 @@ class HybridBN:
     def __repr__(self) -> str:
         state = "fitted" if hasattr(self, "layout_") else "not fitted"
         return f"HybridBN({self.graph!r}, method={self.method!r}, {state})"
+
+
+@dataclass
+class _Chunk:
+    """One chunk of patients' particles (see ``HybridBN._particles``)."""
+
+    start: int
+    stop: int
+    shape: tuple[int, int, int]          # (S draws, L particles per draw, n patients)
+    g: dict                              # globals, (S, 1, ...)
+    flat_g: dict                         # globals repeated per particle, (S * L, ...)
+    arrays: dict                         # the chunk's design arrays (evidence masks applied)
+    values: dict                         # local_pass values, (S, L, n[, width]) or broadcastable
+    weights: torch.Tensor                # (S * L, n), each patient's column sums to 1
+    do: dict                             # absolute interventions, model scale
+    shift: dict                          # relative interventions, model scale
 
 
 class _threads:
