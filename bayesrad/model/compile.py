@@ -569,37 +569,23 @@ def _enumerate_missing(layout, c, fam, x, m, be, like):
 
 # ----------------------------------------------------------------------------- local pass
 def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
-               mode: str, target: str | None = None, do: dict | None = None,
-               shift: dict | None = None) -> dict:
+               mode: str, target: str | None = None, do: dict | None = None) -> dict:
     """Per-patient latents given global values ``g`` (leading sample dims allowed).
 
     ``mode="guide"``: the amortised guide during SVI: each latent block node is drawn from its
     exact Gaussian posterior given its block columns and parents, each imputed continuous
     value from its conditional prior (discrete missing parents enter with their expected
-    encoding, only to centre the latents' guide). ``mode="predict"``: the proposal of the
-    posterior over a patient's unobserved nodes: every unobserved node (and the target) is
-    drawn from its conditional given the values above it, each latent from its exact
-    Gaussian conditional given its parents and its own block columns, and the evidence that
-    this proposal ignores is returned as a per-patient log importance weight under
-    ``"__log_weight__"`` (shape (..., n)): the log-likelihood of every observed node given
-    its (drawn or observed) parents plus, for each latent, the marginal log-likelihood of its
-    observed columns given its parents. Self-normalised over draws that share the same
-    globals, these weights condition each patient on all of their evidence, descendants
-    included (``HybridBN.predict``). A node whose mask is False contributes nothing, so
-    evidence is removed by clearing masks. ``do`` values (model scale) replace nodes and cut
-    their incoming edges; ``shift`` values (model scale) are added to a node's observed or
-    drawn value (an intervention relative to the patient's own value; its observed value
-    stays evidence about its parents).
+    encoding, only to centre the latents' guide). ``mode="predict"``: ancestral posterior
+    predictive: every unobserved node is drawn from its conditional given the evidence above
+    it; ``do`` values (model scale) replace nodes and cut their incoming edges.
     ``mode="simulate"``: every node is drawn from its conditional (data from the model, on
     the model scale; latent blocks add ``"<node>.columns"``, survival nodes uncensored times).
     Returns ``{node: value}`` (codes for discrete nodes, z for latents) and, under
     ``"__eta__"``, the linear predictors ``{node: eta}``.
     """
     do = do or {}
-    shift = shift or {}
     enc, codes, values, etas = {}, {}, {}, {}
     like = d["one"]
-    log_weight = 0.0
     for c in layout.order:
         kind = layout.kind[c]
         x, m = d[f"x:{c}"], d[f"m:{c}"]
@@ -617,9 +603,6 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
             mean, prec = latent_posterior(layout, c, g, eta, x, m, be, like)
             z = draw(c, be.dist.MultivariateNormal(mean, precision_matrix=prec))
             values[c] = enc[c] = z
-            if mode == "predict":
-                log_weight = log_weight + latent_marginal_loglik(layout, c, g, eta, x, m, mean,
-                                                                 prec, be)
             if mode == "simulate":
                 loc = g[f"{c}.col_mean"][..., None, :] + z @ layout.loadings(g, c, be)
                 values[f"{c}.columns"] = be.dist.Normal(loc, g[f"{c}.col_sd"][..., None, :]).sample()
@@ -629,11 +612,12 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
             if kind != "survival":
                 enc[c] = encode(layout, c, values[c], be, like)
             continue
-        leaf = not layout.graph.children(c)
+        if kind == "survival" or (not layout.graph.children(c) and c != target):
+            continue
+        if mode == "guide" and not layout.graph.children(c):
+            continue
+        fam = node_dist(layout, c, g, eta, be)
         if mode == "guide":
-            if leaf or kind == "survival":
-                continue
-            fam = node_dist(layout, c, g, eta, be)
             if c in layout.impute and kind == "continuous":
                 value = be.xp.where(m, x, draw(c + MISSING, fam))
                 enc[c] = encode(layout, c, value, be, like)
@@ -642,26 +626,11 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
             else:
                 enc[c] = encode(layout, c, x, be, like)
             continue
-        if kind == "survival":
-            ll = weibull_loglik(eta[..., 0], g[f"{c}.shape"][..., None], be.xp.where(m, x, 1.0),
-                                d[f"e:{c}"], be)
-            log_weight = log_weight + be.xp.where(m, ll, 0.0)
-            continue
-        fam = node_dist(layout, c, g, eta, be)
-        log_weight = log_weight + be.xp.where(m, fam.log_prob(x), 0.0)
-        if leaf and c != target:
-            continue
-        # nothing to draw where every patient observed the node (the common case)
-        value = x if bool(m.all()) else be.xp.where(m, x, draw(c, fam))
-        if c in shift:
-            value = value + shift[c]
-            if kind == "count":
-                value = be.xp.clamp(value, min=0.0)
+        drawn = fam.sample()
+        value = be.xp.where(m, x, drawn) if c != target else drawn
         values[c] = value
         enc[c] = encode(layout, c, value, be, like)
     values["__eta__"] = etas
-    if mode == "predict":
-        values["__log_weight__"] = log_weight
     return values
 
 

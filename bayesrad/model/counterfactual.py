@@ -1,6 +1,6 @@
 """Counterfactuals by abduction, action and prediction (Pearl's three steps) on particles.
 
-Abduction: ``compile.local_pass(mode="predict")`` with all of a patient's factual evidence
+Abduction: ``particles.propose`` with all of a patient's factual evidence
 (outcome included) gives weighted particles of their unobserved nodes; for every node on a
 path from an intervened node to the target, the exogenous noise consistent with the
 particle's factual value is drawn from its posterior:
@@ -37,8 +37,8 @@ def counterfactual_pass(layout: Layout, g: dict, d: dict, values: Mapping, targe
                         do: Mapping, shift: Mapping, be: Backend) -> dict:
     """The counterfactual of ``target`` under ``do`` / ``shift`` (model scale), per particle.
 
-    ``values``: factual particle values and ``"__eta__"`` from ``local_pass(mode="predict")``
-    run on the same ``d`` with all factual evidence. Returns ``{"eta": cf linear predictor,
+    ``values``: factual particle values and ``"__eta__"`` from ``particles.propose`` run on
+    the same ``d`` with all factual evidence. Returns ``{"eta": cf linear predictor,
     "value": cf draw (continuous, count, categorical codes, survival time on the model
     scale; else None), "probs": Rao-Blackwellised probabilities (binary: P(1), (S, L, n);
     ordinal: (S, L, n, K); else None)}``.

@@ -22,6 +22,9 @@ from bayesrad.model.design import Design, Preprocessor, _level_numbers, blocks_o
 from bayesrad.model import particles
 from bayesrad.model.guide import GlobalPosterior, make_guide
 
+# A patient whose particles keep fewer than max(2, L/4) effective ones per draw is answered
+# again with _REFINE times as many (at most _MAX_PARTICLES per draw).
+_REFINE, _MAX_PARTICLES = 8, 256
 # Above this many patients, SVI subsamples minibatches of this size.
 _DEFAULT_BATCH = 1024
 
@@ -270,12 +273,12 @@ class HybridBN:
         return self.preprocessor_.transform(blocks_of(data))
 
     def _particles(self, design: Design, target: str, n_samples: int, do=None, seed=None,
-                   ignore=(), factual: bool = False):
+                   ignore=(), factual: bool = False, n_particles: int | None = None):
         """Weighted particles of every patient's unobserved nodes, in chunks of patients.
 
         Yields a ``_Chunk`` per chunk of patients: the globals broadcast (S, 1, ...) and
-        repeated (S * L, ...), the chunk's arrays, the raw ``local_pass(mode="predict")``
-        values (S, L, n[, width]) and the weights (S * L, n) of ``particles.normalised_weights``.
+        repeated (S * L, ...), the chunk's arrays, the raw ``particles.propose`` values
+        (S, L, n[, width]) and the weights (S * L, n) of ``particles.normalised_weights``.
 
         The values of ``ignore`` are no evidence. Unless ``factual``, neither is the target's
         own value, and the interventions of ``do`` are applied: their descendants' values are
@@ -299,7 +302,7 @@ class HybridBN:
         for node in hidden:
             arrays[f"m:{node}"] = torch.zeros_like(arrays[f"m:{node}"])
         intervened = {} if factual else absolute
-        n_particles = (self.n_particles
+        n_particles = ((n_particles or self.n_particles)
                        if particles.evidence_needs_weights(layout, arrays, intervened) else 1)
         draws = self.posterior_samples(n_samples, seed)
         # globals (S, 1, ...) against particles (S, L, n): whatever depends on the globals
@@ -320,10 +323,10 @@ class HybridBN:
                 shape = (n_samples, n_particles, stop - start)
                 do_model = {k: self._to_model_scale(k, v, stop - start) for k, v in absolute.items()}
                 shift_model = {k: self._shift_to_model_scale(k, v) for k, v in relative.items()}
-                values = local_pass(layout, g, chunk, be,
-                                    lambda name, fn: particles.draw(fn, shape), mode="predict",
-                                    target=target, do={} if factual else do_model,
-                                    shift={} if factual else shift_model)
+                values = particles.propose(layout, g, chunk,
+                                           lambda fn: particles.draw(fn, shape), target=target,
+                                           do={} if factual else do_model,
+                                           shift={} if factual else shift_model)
                 weights = particles.normalised_weights(values.pop("__log_weight__"), shape)
                 yield _Chunk(start, stop, shape, g, flat_g, chunk, values, weights, do_model,
                              shift_model)
@@ -411,24 +414,51 @@ class HybridBN:
         if kind in ("latent", "group"):
             raise ModelError(f"target {target!r} is a {kind} node; predict an observed node")
         n_samples = n_samples or self.n_samples
-        design = self._design(data)
-        frames, ess, used = [], [], 1
-        for chunk in self._particles(design, target, n_samples, do=do, seed=seed, ignore=ignore):
+
+        def summarise(chunk, index):
             values = particles.flatten(chunk.values, chunk.shape, self.layout_)
-            index = design.patient_ids[chunk.start:chunk.stop]
-            frames.append(self._summary(target, chunk.flat_g, values, chunk.weights, index, times))
+            return self._summary(target, chunk.flat_g, values, chunk.weights, index, times)
+
+        return self._answer(self._design(data), target, n_samples, summarise, do=do, seed=seed,
+                            ignore=ignore)
+
+    def _answer(self, design: Design, target: str, n_samples: int, summarise, **particle_args
+                ) -> pd.DataFrame:
+        """``summarise(chunk, patient_index)`` over all chunks of particles, with a second
+        round for the patients whose particles collapsed.
+
+        When a patient's evidence is far from the proposal (a tail value of a descendant),
+        one particle per draw takes most of the weight; those patients are answered again
+        with ``_REFINE`` times as many particles (a few patients, so little extra time).
+        """
+        frames, ess, used = self._rounds(design, target, n_samples, summarise, None,
+                                         **particle_args)
+        out = pd.concat(frames)
+        ess = pd.Series(ess, index=out.index)
+        if used > 1:
+            low = np.flatnonzero(ess.to_numpy() < max(2.0, used / 4.0))
+            if len(low):
+                more = min(_MAX_PARTICLES, used * _REFINE)
+                frames, again, used = self._rounds(design.take(low), target, n_samples,
+                                                   summarise, more, **particle_args)
+                redo = pd.concat(frames)
+                out.loc[redo.index] = redo.to_numpy()
+                ess.loc[redo.index] = again
+            if (ess < 2.0).any():
+                worst = ess.sort_values().index[:3].tolist()
+                warnings.warn(f"{target!r}: patients {worst} keep fewer than 2 effective "
+                              f"particles of {used} per posterior draw; their answer rests on "
+                              "few particles (raise n_particles)", RuntimeWarning, stacklevel=3)
+        return out
+
+    def _rounds(self, design, target, n_samples, summarise, n_particles, **particle_args):
+        frames, ess, used = [], [], 1
+        for chunk in self._particles(design, target, n_samples, n_particles=n_particles,
+                                     **particle_args):
+            frames.append(summarise(chunk, design.patient_ids[chunk.start:chunk.stop]))
             ess.append(particles.effective_particles(chunk.weights, n_samples))
             used = chunk.shape[1]
-        out = pd.concat(frames)
-        ess = pd.Series(np.concatenate(ess), index=out.index)
-        if used > 2 and (ess < 2.0).any():
-            # one particle per draw took nearly all the weight: the evidence is far from the
-            # proposal and the answer rests on few particles
-            worst = ess.sort_values().index[:3].tolist()
-            warnings.warn(f"predict({target!r}): patients {worst} keep fewer than 2 effective "
-                          f"particles of {used} per posterior draw; raise n_particles for a "
-                          "steadier answer", RuntimeWarning, stacklevel=2)
-        return out
+        return frames, np.concatenate(ess), used
 
     def _summary(self, target, g, values, weights, index, times) -> pd.DataFrame:
         kind = self.layout_.kind[target]
@@ -469,18 +499,19 @@ class HybridBN:
         self._check_fitted()
         if self.layout_.kind.get(target) != "survival":
             raise ModelError(f"{target!r} is not a survival node")
-        design = self._design(data)
         n_samples = n_samples or self.n_samples
         st = self.preprocessor_.stats_[target]
         t = torch.as_tensor(np.asarray(times, float), dtype=torch.float64)
-        out = []
-        for chunk in self._particles(design, target, n_samples, seed=seed, ignore=ignore):
+
+        def summarise(chunk, index):
             values = particles.flatten(chunk.values, chunk.shape, self.layout_)
             scale_days = values["__eta__"][target][..., 0].double().exp() * st["time_scale"]
             shape = chunk.flat_g[f"{target}.shape"][:, None, None].double()
             surv = torch.exp(-(t / scale_days[..., None]) ** shape)
-            out.append((chunk.weights[..., None] * surv).sum(0).numpy())
-        return np.concatenate(out)
+            return pd.DataFrame((chunk.weights[..., None] * surv).sum(0).numpy(), index=index)
+
+        return self._answer(self._design(data), target, n_samples, summarise, seed=seed,
+                            ignore=ignore).to_numpy()
 
     def counterfactual(self, data, target: str, do: Mapping, n_samples: int | None = None,
                        times=None, seed: int | None = None, ignore=()) -> pd.DataFrame:
@@ -508,39 +539,32 @@ class HybridBN:
         kind = self.layout_.kind[target]
         st = self.preprocessor_.stats_[target]
         be = Backend("pyro")
-        frames = []
-        for chunk in self._particles(design, target, n_samples, do=do, seed=seed, ignore=ignore,
-                                     factual=True):
-            index = design.patient_ids[chunk.start:chunk.stop]
-            with torch.no_grad():
-                cf = counterfactual_pass(self.layout_, chunk.g, chunk.arrays, chunk.values,
-                                         target, chunk.do, chunk.shift, be)
-            flat = particles.flatten({"__eta__": {target: cf["eta"]}, **(
-                {target: cf["value"]} if cf["value"] is not None else {})}, chunk.shape,
-                self.layout_)
+
+        def summarise(chunk, index):
+            cf = counterfactual_pass(self.layout_, chunk.g, chunk.arrays, chunk.values, target,
+                                     chunk.do, chunk.shift, be)
             w = chunk.weights
-            if kind == "binary":
-                probs = particles.flatten({"p": cf["probs"], "__eta__": {}}, chunk.shape,
-                                          self.layout_)["p"]
-                frames.append(particles.weighted_summary(probs, w, index))
-            elif kind == "ordinal":
+            if kind in ("binary", "ordinal"):
                 probs = cf["probs"]
-                probs = probs.expand(chunk.shape + probs.shape[-1:]).reshape(
-                    (-1, chunk.stop - chunk.start, probs.shape[-1])).double()
-                frames.append(self._level_table(probs, w, st, index, ordinal=True))
-            elif kind == "categorical":
-                codes = flat[target].long()
-                hot = torch.nn.functional.one_hot(codes, len(st["levels"])).double()
-                frames.append(self._level_table(hot, w, st, index, ordinal=False))
-            elif kind == "continuous":
-                frames.append(particles.weighted_summary(flat[target] * st["sd"] + st["mean"], w,
-                                                         index))
-            elif kind == "count":
-                frames.append(particles.weighted_summary(flat[target].double(), w, index))
-            else:
-                time_days = flat[target].double() * st["time_scale"]
-                frames.append(self._survival_samples_summary(time_days, w, st, index, times))
-        out = pd.concat(frames)
+                probs = probs.expand(chunk.shape + probs.shape[3:]).reshape(
+                    (w.shape[0], len(index)) + tuple(probs.shape[3:])).double()
+                if kind == "binary":
+                    return particles.weighted_summary(probs, w, index)
+                return self._level_table(probs, w, st, index, ordinal=True)
+            value = particles.flatten({target: cf["value"], "__eta__": {}}, chunk.shape,
+                                      self.layout_)[target]
+            if kind == "categorical":
+                hot = torch.nn.functional.one_hot(value.long(), len(st["levels"])).double()
+                return self._level_table(hot, w, st, index, ordinal=False)
+            if kind == "continuous":
+                return particles.weighted_summary(value * st["sd"] + st["mean"], w, index)
+            if kind == "count":
+                return particles.weighted_summary(value.double(), w, index)
+            return self._survival_samples_summary(value.double() * st["time_scale"], w, st,
+                                                  index, times)
+
+        out = self._answer(design, target, n_samples, summarise, do=do, seed=seed,
+                           ignore=ignore, factual=True)
         out.insert(0, "factual", self._factual(design, target))
         return out
 
@@ -788,7 +812,7 @@ class _Chunk:
     g: dict                              # globals, (S, 1, ...)
     flat_g: dict                         # globals repeated per particle, (S * L, ...)
     arrays: dict                         # the chunk's design arrays (evidence masks applied)
-    values: dict                         # local_pass values, (S, L, n[, width]) or broadcastable
+    values: dict                         # propose values, (S, L, n[, width]) or broadcastable
     weights: torch.Tensor                # (S * L, n), each patient's column sums to 1
     do: dict                             # absolute interventions, model scale
     shift: dict                          # relative interventions, model scale
