@@ -192,18 +192,53 @@ def predict(
     cohort_dir: Path = typer.Argument(..., help="Patients to predict (any subset of modalities)."),
     target: str = typer.Option(..., "--target", help="The node to predict."),
     out: Path = typer.Option(..., "--out", help="CSV to write (one row per patient)."),
+    do: list[str] = typer.Option([], "--do", help="Intervention NODE=VALUE (original units; "
+                                 "NODE=+10 shifts each patient's own value); repeatable."),
+    ignore: list[str] = typer.Option([], "--ignore", help="A node whose values are no "
+                                     "evidence (e.g. a later outcome); repeatable."),
+    counterfactual: bool = typer.Option(False, "--counterfactual", help="What the target "
+                                        "would have been under --do, given everything "
+                                        "observed (the target's own value included)."),
 ) -> None:
     """Posterior predictions with credible intervals for every patient of a cohort."""
     from bayesrad.data import Cohort
     from bayesrad.model import HybridBN
 
     try:
-        predictions = HybridBN.load(model_dir).predict(Cohort.from_directory(cohort_dir), target=target)
+        interventions = _parse_do(do)
+        model = HybridBN.load(model_dir)
+        cohort = Cohort.from_directory(cohort_dir)
+        if counterfactual:
+            predictions = model.counterfactual(cohort, target, do=interventions, ignore=ignore)
+        else:
+            predictions = model.predict(cohort, target=target, do=interventions, ignore=ignore)
     except BayesradError as exc:
         _fail(exc)
     out.parent.mkdir(parents=True, exist_ok=True)
     predictions.to_csv(out)
     console.print(f"{len(predictions)} predictions of {target!r} -> {out}")
+
+
+def _parse_do(items: list[str]) -> dict:
+    """``["dose_mean_gy=70", "age_years=+5"]`` -> ``{"dose_mean_gy": 70.0, "age_years": "+5"}``
+    (numbers stay numbers, a leading sign means a shift, anything else is a level)."""
+    from bayesrad.errors import ModelError
+
+    out = {}
+    for item in items:
+        node, sep, value = item.partition("=")
+        if not sep or not node or not value:
+            raise ModelError(f"--do {item!r}: write NODE=VALUE, e.g. dose_mean_gy=70 or "
+                             "dose_mean_gy=+10")
+        value = value.strip()
+        if value[:1] in "+-":
+            out[node] = value
+            continue
+        try:
+            out[node] = float(value)
+        except ValueError:
+            out[node] = value
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover

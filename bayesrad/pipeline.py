@@ -92,7 +92,9 @@ def run_demo(out: Path, n_patients: int = 120, seed: int = 0, console=None, boot
 
     console.rule("5. predictions for held-out patients (P(local control) with 90% intervals)")
     test = cohort.subset(test_ids)
-    blocks = {name: frame.copy() for name, frame in test.blocks.items()}
+    # a new patient has no outcome yet: overall survival (local control's child) would
+    # otherwise be evidence about local control
+    blocks = {name: frame.copy() for name, frame in test.blocks.items() if name != "outcome"}
     without_imaging = test_ids[0]
     for name in IMAGING_BLOCKS:
         if name in blocks:

@@ -1,11 +1,13 @@
-"""Questions to a fitted ``HybridBN``, as functions: predict, condition, intervene.
+"""Questions to a fitted ``HybridBN``, as functions: predict, condition, intervene,
+counterfactual.
 
 These are the query layer's public spelling of the model's methods, so that explain/app/cli
 code reads as the question it asks::
 
-    from bayesrad.query import predict, condition, intervene
+    from bayesrad.query import predict, condition, intervene, counterfactual
     condition(model, "local_control", {"age_years": 70, "stage": 3})
     intervene(model, "local_control", {"dose_mean_gy": 70}, evidence={"age_years": 70})
+    counterfactual(model, cohort, "local_control", {"dose_mean_gy": "+10"})
 
 Every answer is a tidy DataFrame indexed by patient_id (see ``HybridBN.predict``).
 """
@@ -49,6 +51,16 @@ def intervene(model: HybridBN, target: str, do: Mapping, evidence: Mapping | Non
     return _check(model).query(target, evidence=evidence, do=do, n_samples=n_samples, seed=seed)
 
 
+def counterfactual(model: HybridBN, data, target: str, do: Mapping,
+                   n_samples: int | None = None, seed: int | None = None) -> pd.DataFrame:
+    """What ``target`` would have been for each patient of ``data`` had ``do`` held, given
+    everything that was observed about them, the target's factual value included
+    (abduction, action, prediction); ``"+10"`` shifts a patient's own value."""
+    if not do:
+        raise ModelError("counterfactual needs at least one {node: value} in do=")
+    return _check(model).counterfactual(data, target, do, n_samples=n_samples, seed=seed)
+
+
 def effect(model: HybridBN, target: str, node: str, low, high,
            evidence: Mapping | None = None, n_samples: int | None = None,
            seed: int | None = 0) -> dict[str, float]:
@@ -59,4 +71,4 @@ def effect(model: HybridBN, target: str, node: str, low, high,
     return {"low": float(lo), "high": float(hi), "difference": float(hi - lo)}
 
 
-__all__ = ["predict", "condition", "intervene", "effect"]
+__all__ = ["predict", "condition", "intervene", "counterfactual", "effect"]

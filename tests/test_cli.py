@@ -36,6 +36,13 @@ def test_pipeline_on_a_cohort_folder(tmp_path):
     assert len(predictions) == 40
     assert predictions["mean"].between(0, 1).all()
     assert (predictions["q05"] <= predictions["mean"]).all() and (predictions["mean"] <= predictions["q95"]).all()
+    # what if each patient had received 10 Gy more, without using their survival as evidence
+    _run("predict", tmp_path / "model", cohort_dir, "--target", "local_control", "--out",
+         tmp_path / "what_if.csv", "--do", "dose_mean_gy=+10", "--ignore", "overall_survival")
+    assert pd.read_csv(tmp_path / "what_if.csv", index_col="patient_id")["mean"].between(0, 1).all()
+    result = runner.invoke(app, ["predict", str(tmp_path / "model"), str(cohort_dir), "--target",
+                                 "local_control", "--out", str(tmp_path / "x.csv"), "--do", "dose"])
+    assert result.exit_code == 2 and "NODE=VALUE" in result.output
 
 
 def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path):

@@ -21,6 +21,7 @@ SVI and the posterior-predictive engine behind ``predict``/``query``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -67,6 +68,15 @@ class Backend:
     # small tensor helpers whose spelling differs between torch and jax.numpy
     def cat(self, tensors, axis=-1):
         return self.xp.cat(tensors, dim=axis) if self.name == "pyro" else self.xp.concatenate(tensors, axis=axis)
+
+    def cat_broadcast(self, tensors):
+        """Concatenate along the last axis after broadcasting the leading axes (an observed
+        parent is (n, d), a drawn one (S, L, n, d))."""
+        lead = np.broadcast_shapes(*[tuple(t.shape[:-1]) for t in tensors])
+        if self.name == "pyro":
+            return self.xp.cat([t.expand(lead + (t.shape[-1],)) for t in tensors], dim=-1)
+        return self.xp.concatenate([self.xp.broadcast_to(t, lead + (t.shape[-1],))
+                                    for t in tensors], axis=-1)
 
     def zeros_like_last(self, x, size):
         """Zeros shaped like ``x`` with the last dimension set to ``size``."""
@@ -165,6 +175,16 @@ class Layout:
         node is one-hot against its reference level either way, a latent node is k-wide)."""
         return self.out_dim(name)
 
+    def descendants(self, name: str) -> set[str]:
+        """Every node reachable from ``name`` along edges (``name`` excluded)."""
+        found, stack = set(), list(self.graph.children(name))
+        while stack:
+            node = stack.pop()
+            if node not in found:
+                found.add(node)
+                stack.extend(self.graph.children(node))
+        return found
+
     def family(self, name: str) -> str:
         """Likelihood family of a count node ('poisson' or 'negbinom')."""
         prior = self.graph.spec(name).prior or {}
@@ -225,6 +245,17 @@ class Layout:
             else:
                 self.sites.append(GlobalSite(f"{c}.coef.{p}", shape, "real",
                                              ("Normal", (float(edge.get("mean", 0.0)), scale))))
+        hidden = int(node_prior.get("mlp_hidden", 0) or 0)
+        if hidden and self.parents[c]:
+            # a small Bayesian MLP of the parents' encodings added to the linear predictor:
+            # tanh units, weights ~ N(0, 1/fan_in) so the term starts near the linear model's
+            # scale (standardised inputs)
+            width = sum(self.enc_dim(p) for p in self.parents[c])
+            self.sites += [
+                GlobalSite(f"{c}.mlp_w1", (width, hidden), "real", ("Normal", (0.0, 1.0 / math.sqrt(width)))),
+                GlobalSite(f"{c}.mlp_b1", (hidden,), "real", ("Normal", (0.0, 1.0))),
+                GlobalSite(f"{c}.mlp_w2", (hidden, out), "real", ("Normal", (0.0, 1.0 / math.sqrt(hidden)))),
+            ]
         for g in self.groups[c]:
             n_groups = self.n_levels[g]
             self.sites += [
@@ -344,6 +375,10 @@ def linear_predictor(layout: Layout, c: str, g: dict, enc: dict, codes: dict, be
         eta = eta + g[f"{c}.intercept"][..., None, :]
     for p in layout.parents[c]:
         eta = eta + enc[p] @ layout.coef(g, c, p, be)
+    if f"{c}.mlp_w1" in g:
+        inputs = be.cat_broadcast([enc[p] for p in layout.parents[c]])
+        hidden = be.xp.tanh(inputs @ g[f"{c}.mlp_w1"] + g[f"{c}.mlp_b1"][..., None, :])
+        eta = eta + hidden @ g[f"{c}.mlp_w2"]
     for grp in layout.groups[c]:
         table = g[f"{c}.group_raw.{grp}"] * g[f"{c}.group_sd.{grp}"][..., None, :]
         padded = be.cat([table, be.zeros_like_last(table[..., :1, :], out)], axis=-2)
@@ -398,7 +433,8 @@ def latent_posterior(layout: Layout, c: str, g: dict, prior_mean, x, m, be: Back
     outer = (scaled[..., :, None, :] * lam[..., None, :, :])          # (..., k, k, p)
     outer = be.xp.swapaxes(outer, -1, -3) if be.name == "numpyro" else outer.transpose(-1, -3)
     outer = outer.reshape(tuple(outer.shape[:-3]) + (outer.shape[-3], k * k))  # (..., p, k*k)
-    prec = (mf @ outer).reshape(tuple((mf @ outer).shape[:-1]) + (k, k))
+    prec = mf @ outer
+    prec = prec.reshape(tuple(prec.shape[:-1]) + (k, k))
     eye = (be.xp.eye(k, dtype=like.dtype, device=like.device) if be.name == "pyro"
            else be.xp.eye(k, dtype=like.dtype))
     prec = eye + prec
@@ -409,8 +445,39 @@ def latent_posterior(layout: Layout, c: str, g: dict, prior_mean, x, m, be: Back
     centred = (scaled * g[f"{c}.col_mean"][..., None, :])
     centred_t = be.xp.swapaxes(centred, -1, -2) if be.name == "numpyro" else centred.transpose(-1, -2)
     rhs = prior_mean + (x * mf) @ scaled_t - mf @ centred_t
-    mean = be.xp.linalg.solve(prec, rhs[..., None])[..., 0]
+    # the precision depends on the globals and the patient's observed columns only; invert it
+    # at that shape and broadcast over whatever else ``prior_mean`` carries (the particles of
+    # a prediction) instead of solving one system per particle
+    cov = be.xp.linalg.inv(prec)
+    mean = (cov * rhs[..., None, :]).sum(-1)
     return mean, prec
+
+
+def latent_marginal_loglik(layout: Layout, c: str, g: dict, prior_mean, x, m, mean, prec,
+                           be: Backend):
+    """log p(observed block columns | the latent's parents), z integrated out, shape (..., n).
+
+    With z ~ N(eta, I) and x_j ~ N(col_mean_j + loadings_j . z, col_sd_j^2) for observed j,
+    the marginal is Gaussian with covariance loadings' loadings + diag(col_sd^2); through the
+    exact posterior (``mean``, precision ``prec`` from ``latent_posterior``) it is
+    -1/2 sum_j [log(2 pi sd_j^2) + r_j^2 / sd_j^2] - 1/2 |eta|^2 + 1/2 mean' prec mean
+    - 1/2 log det prec, with r = x - col_mean. Every term is a (n, p) @ (..., p) product, so
+    no (draws x patients x columns) array is formed (gene blocks have thousands of columns).
+    A patient without the block gets 0.
+    """
+    mf = be.to_float(m, prior_mean)
+    xm = x * mf
+    inv_var = 1.0 / g[f"{c}.col_sd"] ** 2                                   # (..., p)
+    col_mean = g[f"{c}.col_mean"]
+    quad = ((xm * x) @ inv_var[..., None] - 2.0 * xm @ (col_mean * inv_var)[..., None]
+            + mf @ (col_mean ** 2 * inv_var)[..., None])[..., 0]            # (..., n)
+    log_norm = (mf @ be.xp.log(2.0 * math.pi / inv_var)[..., None])[..., 0]
+    chol = be.xp.linalg.cholesky(prec)
+    diag = (be.xp.diagonal(chol, 0, -2, -1) if be.name == "pyro"
+            else be.xp.diagonal(chol, axis1=-2, axis2=-1))
+    log_det = 2.0 * be.xp.log(diag).sum(-1)
+    fit = ((prec * mean[..., None, :]).sum(-1) * mean).sum(-1)      # mean' prec mean
+    return -0.5 * (log_norm + quad) - 0.5 * (prior_mean ** 2).sum(-1) + 0.5 * fit - 0.5 * log_det
 
 
 # ----------------------------------------------------------------------------- the model

@@ -43,6 +43,13 @@ class Design:
     def n(self) -> int:
         return len(self.patient_ids)
 
+    def take(self, rows) -> "Design":
+        """The patients at positions ``rows`` (an integer array)."""
+        rows = np.asarray(rows, dtype=int)
+        return Design(self.patient_ids[rows], {k: v[rows] for k, v in self.values.items()},
+                      {k: v[rows] for k, v in self.observed.items()},
+                      {k: v[rows] for k, v in self.event.items()})
+
 
 class Preprocessor:
     """Per-node statistics learnt on training blocks (see module docstring).

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,10 +19,12 @@ from bayesrad.graph.graph import Graph
 from bayesrad.model.compile import (Backend, Layout, design_arrays, local_pass, make_model,
                                     node_dist, weibull_loglik)
 from bayesrad.model.design import Design, Preprocessor, _level_numbers, blocks_of
+from bayesrad.model import particles
 from bayesrad.model.guide import GlobalPosterior, make_guide
 
-QUANTILES = {"q025": 0.025, "q05": 0.05, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q95": 0.95,
-             "q975": 0.975}
+# A patient whose particles keep fewer than max(2, L/4) effective ones per draw is answered
+# again with _REFINE times as many (at most _MAX_PARTICLES per draw).
+_REFINE, _MAX_PARTICLES = 8, 256
 # Above this many patients, SVI subsamples minibatches of this size.
 _DEFAULT_BATCH = 1024
 
@@ -49,7 +53,10 @@ class HybridBN:
         window of 100 steps (after ``min_steps``).
     min_steps : steps before convergence is checked.
     num_warmup, num_samples, num_chains : NUTS settings.
-    n_samples : default number of posterior draws for predictions.
+    n_samples : default number of posterior draws of the globals for predictions.
+    n_particles : particles of a patient's unobserved nodes per draw of the globals, when the
+        patient's evidence depends on them (an observed child of a latent block or of a
+        missing value); importance-weighted within each draw (see ``model/particles.py``).
     seed : seed of every random draw (same seed on CPU -> identical fit and predictions).
     device : ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
     progress : show a tqdm progress bar while fitting.
@@ -64,7 +71,8 @@ class HybridBN:
                  num_steps: int = 3000, learning_rate: float = 0.03, lr_decay: float = 0.01,
                  batch_size: int | None = None, n_restarts: int = 1, tol: float = 1e-4,
                  min_steps: int = 500, num_warmup: int = 500, num_samples: int = 500,
-                 num_chains: int = 2, n_samples: int = 1000, seed: int = 0,
+                 num_chains: int = 2, n_samples: int = 1000, n_particles: int = 16,
+                 seed: int = 0,
                  device: str = "auto", progress: bool = False, jit: bool = True,
                  num_threads: int | None = None):
         self.graph = graph
@@ -81,6 +89,7 @@ class HybridBN:
         self.num_samples = num_samples
         self.num_chains = num_chains
         self.n_samples = n_samples
+        self.n_particles = n_particles
         self.seed = seed
         self.device = device
         self.progress = progress
@@ -263,20 +272,89 @@ class HybridBN:
             return data
         return self.preprocessor_.transform(blocks_of(data))
 
-    def _local(self, design: Design, target: str, n_samples: int, do=None, seed=None,
-               hide_target: bool = True):
+    def _particles(self, design: Design, target: str, n_samples: int, do=None, seed=None,
+                   ignore=(), factual: bool = False, n_particles: int | None = None):
+        """Weighted particles of every patient's unobserved nodes, in chunks of patients.
+
+        Yields a ``_Chunk`` per chunk of patients: the globals broadcast (S, 1, ...) and
+        repeated (S * L, ...), the chunk's arrays, the raw ``particles.propose`` values
+        (S, L, n[, width]) and the weights (S * L, n) of ``particles.normalised_weights``.
+
+        The values of ``ignore`` are no evidence. Unless ``factual``, neither is the target's
+        own value, and the interventions of ``do`` are applied: their descendants' values are
+        dropped (an intervention changes what follows it, so values measured without it are
+        no evidence about the intervened world). With ``factual`` (abduction for a
+        counterfactual) every observed value is evidence and nothing is intervened on.
+        """
         be = Backend("pyro")
         layout = self.layout_
+        absolute, relative = self._interventions(do or {})
+        hidden = set(ignore)
+        unknown = sorted(hidden - set(layout.kind))
+        if unknown:
+            raise ModelError(f"ignore: {unknown} are not nodes of the graph "
+                             f"(nodes: {self.graph_.nodes})")
+        if not factual:
+            hidden.add(target)
+            for node in (*absolute, *relative):
+                hidden |= layout.descendants(node)
         arrays = design_arrays(layout, design, be, dtype=torch.float32)
-        if hide_target:
-            arrays[f"m:{target}"] = torch.zeros_like(arrays[f"m:{target}"])
-        g = self.posterior_samples(n_samples, seed)
-        do_model = {k: self._to_model_scale(k, v, design.n) for k, v in (do or {}).items()}
-        with torch.no_grad(), torch.random.fork_rng(devices=[]), _threads(self.num_threads):
+        for node in hidden:
+            arrays[f"m:{node}"] = torch.zeros_like(arrays[f"m:{node}"])
+        intervened = {} if factual else absolute
+        n_particles = ((n_particles or self.n_particles)
+                       if particles.evidence_needs_weights(layout, arrays, intervened) else 1)
+        draws = self.posterior_samples(n_samples, seed)
+        # globals (S, 1, ...) against particles (S, L, n): whatever depends on the globals
+        # alone (a latent's posterior precision) is computed once per draw, not per particle
+        g = {k: v.unsqueeze(1) for k, v in draws.items()}
+        flat_g = {k: v.repeat_interleave(n_particles, 0) for k, v in draws.items()}
+        step = particles.chunk_size(layout, n_samples * n_particles)
+        import pyro
+
+        # shape checks of every distribution cost more than the arithmetic here, and the
+        # model's shapes were checked when it was fitted
+        with torch.no_grad(), torch.random.fork_rng(devices=[]), _threads(self.num_threads), \
+                pyro.validation_enabled(False):
             torch.manual_seed((self.seed if seed is None else seed) + 1)
-            values = local_pass(layout, g, arrays, be, lambda name, fn: fn.sample(),
-                                mode="predict", target=target, do=do_model)
-        return g, values, arrays
+            for start in range(0, design.n, step):
+                stop = min(design.n, start + step)
+                chunk = {k: v[start:stop] for k, v in arrays.items()}
+                shape = (n_samples, n_particles, stop - start)
+                do_model = {k: self._to_model_scale(k, v, stop - start) for k, v in absolute.items()}
+                shift_model = {k: self._shift_to_model_scale(k, v) for k, v in relative.items()}
+                values = particles.propose(layout, g, chunk,
+                                           lambda fn: particles.draw(fn, shape), target=target,
+                                           do={} if factual else do_model,
+                                           shift={} if factual else shift_model)
+                weights = particles.normalised_weights(values.pop("__log_weight__"), shape)
+                yield _Chunk(start, stop, shape, g, flat_g, chunk, values, weights, do_model,
+                             shift_model)
+
+    def _interventions(self, do: Mapping) -> tuple[dict, dict]:
+        """Split ``do`` into absolute values and shifts (a string ``"+10"`` / ``"-5"`` on a
+        continuous or count node: relative to the patient's own value, original units)."""
+        absolute, relative = {}, {}
+        for node, value in do.items():
+            if node not in self.layout_.kind:
+                raise ModelError(f"do: node {node!r} is not in the graph "
+                                 f"(nodes: {self.graph_.nodes})")
+            if isinstance(value, str) and value.strip()[:1] in ("+", "-"):
+                if self.layout_.kind[node] not in ("continuous", "count"):
+                    raise ModelError(f"do: a shift ({value!r}) needs a continuous or count node; "
+                                     f"{node!r} is {self.layout_.kind[node]}")
+                try:
+                    relative[node] = float(value)
+                except ValueError as exc:
+                    raise ModelError(f"do: {value!r} for {node!r} is not a number like '+10'") from exc
+            else:
+                absolute[node] = value
+        return absolute, relative
+
+    def _shift_to_model_scale(self, node: str, delta: float) -> float:
+        if self.layout_.kind[node] == "continuous":
+            return delta / self.preprocessor_.stats_[node]["sd"]
+        return delta
 
     def _to_model_scale(self, node: str, value, n: int) -> torch.Tensor:
         """A ``do`` value in original units -> the model's scale, broadcast to n patients."""
@@ -303,15 +381,24 @@ class HybridBN:
 
     # ------------------------------------------------------------------ predictions
     def predict(self, data, target: str, n_samples: int | None = None, do: Mapping | None = None,
-                times=None, seed: int | None = None) -> pd.DataFrame:
+                times=None, seed: int | None = None, ignore=()) -> pd.DataFrame:
         """Posterior predictive of ``target`` for every patient in ``data``.
 
-        The target's own value in ``data`` (if any) is ignored; every other observed value is
-        evidence, and anything missing (values, columns, whole blocks) is marginalised.
+        Every observed value in ``data`` is evidence except the target's own and those of
+        ``ignore`` (node names): evidence on descendants counts too (an observed d95 says
+        something about a missing radiomics block), through importance-weighted particles
+        (``n_particles`` per posterior draw). Drop from ``data`` (or ``ignore``) whatever a
+        real prediction would not have yet, such as a later outcome that is the target's
+        child. Anything missing (values, columns, whole blocks) is marginalised.
+
+        ``do``: ``{node: value}`` interventions in original units (incoming edges cut; the
+        values of the node's descendants in ``data`` are then no evidence); a string
+        ``"+10"`` / ``"-5"`` on a continuous or count node shifts the patient's own value.
 
         Returns a DataFrame indexed by patient_id:
-        - binary: ``mean`` = P(target = 1), ``sd`` and quantiles ``q025 ... q975`` of that
-          probability (epistemic uncertainty);
+        - binary: ``mean`` = P(target = 1), ``sd`` and quantiles ``q025 ... q975`` of the
+          patient's probability over the posterior (globals and the patient's unobserved
+          nodes: a missing modality widens the band);
         - continuous / count: mean, sd and quantiles of the posterior predictive, original units;
         - categorical / ordinal: ``P[<level>]`` per level with ``P[<level>]_q05`` /
           ``_q95`` bands (ordinal also ``mean`` of the numeric level);
@@ -327,65 +414,202 @@ class HybridBN:
         if kind in ("latent", "group"):
             raise ModelError(f"target {target!r} is a {kind} node; predict an observed node")
         n_samples = n_samples or self.n_samples
-        design = self._design(data)
-        g, values, _ = self._local(design, target, n_samples, do=do, seed=seed)
+
+        def summarise(chunk, index):
+            values = particles.flatten(chunk.values, chunk.shape, self.layout_)
+            return self._summary(target, chunk.flat_g, values, chunk.weights, index, times)
+
+        return self._answer(self._design(data), target, n_samples, summarise, do=do, seed=seed,
+                            ignore=ignore)
+
+    def _answer(self, design: Design, target: str, n_samples: int, summarise, **particle_args
+                ) -> pd.DataFrame:
+        """``summarise(chunk, patient_index)`` over all chunks of particles, with a second
+        round for the patients whose particles collapsed.
+
+        When a patient's evidence is far from the proposal (a tail value of a descendant),
+        one particle per draw takes most of the weight; those patients are answered again
+        with ``_REFINE`` times as many particles (a few patients, so little extra time).
+        """
+        frames, ess, used = self._rounds(design, target, n_samples, summarise, None,
+                                         **particle_args)
+        out = pd.concat(frames)
+        ess = pd.Series(ess, index=out.index)
+        if used > 1:
+            low = np.flatnonzero(ess.to_numpy() < max(2.0, used / 4.0))
+            if len(low):
+                more = min(_MAX_PARTICLES, used * _REFINE)
+                frames, again, used = self._rounds(design.take(low), target, n_samples,
+                                                   summarise, more, **particle_args)
+                redo = pd.concat(frames)
+                out.loc[redo.index] = redo.to_numpy()
+                ess.loc[redo.index] = again
+            if (ess < 2.0).any():
+                worst = ess.sort_values().index[:3].tolist()
+                warnings.warn(f"{target!r}: patients {worst} keep fewer than 2 effective "
+                              f"particles of {used} per posterior draw; their answer rests on "
+                              "few particles (raise n_particles)", RuntimeWarning, stacklevel=3)
+        return out
+
+    def _rounds(self, design, target, n_samples, summarise, n_particles, **particle_args):
+        frames, ess, used = [], [], 1
+        for chunk in self._particles(design, target, n_samples, n_particles=n_particles,
+                                     **particle_args):
+            frames.append(summarise(chunk, design.patient_ids[chunk.start:chunk.stop]))
+            ess.append(particles.effective_particles(chunk.weights, n_samples))
+            used = chunk.shape[1]
+        return frames, np.concatenate(ess), used
+
+    def _summary(self, target, g, values, weights, index, times) -> pd.DataFrame:
+        kind = self.layout_.kind[target]
         eta = values["__eta__"][target]
-        index = design.patient_ids
         st = self.preprocessor_.stats_[target]
         if kind == "binary":
-            return _summarise(torch.sigmoid(eta[..., 0]), index)
+            return particles.weighted_summary(torch.sigmoid(eta[..., 0]), weights, index)
         if kind == "continuous":
-            y = values[target] * st["sd"] + st["mean"]
-            return _summarise(y, index)
+            return particles.weighted_summary(values[target] * st["sd"] + st["mean"], weights,
+                                              index)
         if kind == "count":
-            return _summarise(values[target].float(), index)
+            return particles.weighted_summary(values[target].float(), weights, index)
         if kind in ("categorical", "ordinal"):
-            probs = node_dist(self.layout_, target, g, eta, Backend("pyro")).probs
-            frames = []
-            for j, level in enumerate(st["levels"]):
-                p = probs[..., j]
-                frames.append(pd.DataFrame({
-                    f"P[{level}]": p.mean(0).numpy(),
-                    f"P[{level}]_q05": torch.quantile(p, 0.05, dim=0).numpy(),
-                    f"P[{level}]_q95": torch.quantile(p, 0.95, dim=0).numpy()}, index=index))
-            out = pd.concat(frames, axis=1)
-            if kind == "ordinal":
-                numbers = torch.as_tensor(_level_numbers(st["levels"]), dtype=probs.dtype)
-                out.insert(0, "mean", (probs * numbers).sum(-1).mean(0).numpy())
-            return out
-        return self._survival_summary(target, g, eta, st, index, times)
+            probs = node_dist(self.layout_, target, g, eta, Backend("pyro")).probs.double()
+            return self._level_table(probs, weights, st, index, ordinal=kind == "ordinal")
+        return self._survival_summary(target, g, eta, weights, st, index, times)
 
-    def _survival_summary(self, target, g, eta, st, index, times) -> pd.DataFrame:
-        shape = g[f"{target}.shape"][:, None]
-        log_scale = eta[..., 0]
-        scale_days = log_scale.exp() * st["time_scale"]
+    def _survival_summary(self, target, g, eta, weights, st, index, times) -> pd.DataFrame:
+        shape = g[f"{target}.shape"][:, None].double()
+        scale_days = eta[..., 0].double().exp() * st["time_scale"]
         median = scale_days * math.log(2.0) ** (1.0 / shape)
-        out = {"median": median.median(0).values.numpy(),
-               "median_q05": torch.quantile(median, 0.05, dim=0).numpy(),
-               "median_q95": torch.quantile(median, 0.95, dim=0).numpy()}
+        bands = particles.weighted_quantiles(median, weights, [0.5, 0.05, 0.95])
+        out = {"median": bands[0].numpy(), "median_q05": bands[1].numpy(),
+               "median_q95": bands[2].numpy()}
         if times is None:
             times = np.linspace(0.2, 2.0, 10) * st["time_scale"]
         for t in np.atleast_1d(times):
             surv = torch.exp(-(float(t) / scale_days) ** shape)
-            out[f"S@{t:g}"] = surv.mean(0).numpy()
-            out[f"S@{t:g}_q05"] = torch.quantile(surv, 0.05, dim=0).numpy()
-            out[f"S@{t:g}_q95"] = torch.quantile(surv, 0.95, dim=0).numpy()
+            bands = particles.weighted_quantiles(surv, weights, [0.05, 0.95])
+            out[f"S@{t:g}"] = (weights * surv).sum(0).numpy()
+            out[f"S@{t:g}_q05"] = bands[0].numpy()
+            out[f"S@{t:g}_q95"] = bands[1].numpy()
         return pd.DataFrame(out, index=index)
 
     def survival_function(self, data, target: str, times, n_samples: int | None = None,
-                          seed: int | None = None) -> np.ndarray:
+                          seed: int | None = None, ignore=()) -> np.ndarray:
         """Posterior-mean S(t) per patient, shape (n_patients, len(times)); times in days."""
         self._check_fitted()
         if self.layout_.kind.get(target) != "survival":
             raise ModelError(f"{target!r} is not a survival node")
-        design = self._design(data)
-        g, values, _ = self._local(design, target, n_samples or self.n_samples, seed=seed)
+        n_samples = n_samples or self.n_samples
         st = self.preprocessor_.stats_[target]
-        scale_days = values["__eta__"][target][..., 0].exp() * st["time_scale"]
-        shape = g[f"{target}.shape"][:, None, None]
-        t = torch.as_tensor(np.asarray(times, float), dtype=torch.float32)
-        surv = torch.exp(-(t / scale_days[..., None]) ** shape)
-        return surv.mean(0).numpy()
+        t = torch.as_tensor(np.asarray(times, float), dtype=torch.float64)
+
+        def summarise(chunk, index):
+            values = particles.flatten(chunk.values, chunk.shape, self.layout_)
+            scale_days = values["__eta__"][target][..., 0].double().exp() * st["time_scale"]
+            shape = chunk.flat_g[f"{target}.shape"][:, None, None].double()
+            surv = torch.exp(-(t / scale_days[..., None]) ** shape)
+            return pd.DataFrame((chunk.weights[..., None] * surv).sum(0).numpy(), index=index)
+
+        return self._answer(self._design(data), target, n_samples, summarise, seed=seed,
+                            ignore=ignore).to_numpy()
+
+    def counterfactual(self, data, target: str, do: Mapping, n_samples: int | None = None,
+                       times=None, seed: int | None = None, ignore=()) -> pd.DataFrame:
+        """What ``target`` would have been for each patient of ``data`` under ``do``.
+
+        Abduction, action, prediction (see ``model/counterfactual.py``): each patient's
+        factual evidence, the observed target included, fixes the noise of every node between
+        the intervention and the target; the intervention is applied; the target is
+        recomputed with the same noise. ``do`` as in ``predict`` (``"+10"`` shifts the
+        patient's own value; an unobserved value is shifted from its inferred one).
+
+        Returns the columns of ``predict`` for the counterfactual target (binary: ``mean`` =
+        P(target would be 1)), plus ``factual``: the observed target value (NaN if none).
+        """
+        from bayesrad.model.counterfactual import counterfactual_pass
+
+        self._check_fitted()
+        if target not in self.layout_.kind or self.layout_.kind[target] in ("latent", "group"):
+            raise ModelError(f"counterfactual: target {target!r} must be an observed node of "
+                             f"the graph (nodes: {self.graph_.nodes})")
+        if not do:
+            raise ModelError("counterfactual needs at least one intervention in do=")
+        n_samples = n_samples or self.n_samples
+        design = self._design(data)
+        kind = self.layout_.kind[target]
+        st = self.preprocessor_.stats_[target]
+        be = Backend("pyro")
+
+        def summarise(chunk, index):
+            cf = counterfactual_pass(self.layout_, chunk.g, chunk.arrays, chunk.values, target,
+                                     chunk.do, chunk.shift, be)
+            w = chunk.weights
+            if kind in ("binary", "ordinal"):
+                probs = cf["probs"]
+                probs = probs.expand(chunk.shape + probs.shape[3:]).reshape(
+                    (w.shape[0], len(index)) + tuple(probs.shape[3:])).double()
+                if kind == "binary":
+                    return particles.weighted_summary(probs, w, index)
+                return self._level_table(probs, w, st, index, ordinal=True)
+            value = particles.flatten({target: cf["value"], "__eta__": {}}, chunk.shape,
+                                      self.layout_)[target]
+            if kind == "categorical":
+                hot = torch.nn.functional.one_hot(value.long(), len(st["levels"])).double()
+                return self._level_table(hot, w, st, index, ordinal=False)
+            if kind == "continuous":
+                return particles.weighted_summary(value * st["sd"] + st["mean"], w, index)
+            if kind == "count":
+                return particles.weighted_summary(value.double(), w, index)
+            return self._survival_samples_summary(value.double() * st["time_scale"], w, st,
+                                                  index, times)
+
+        out = self._answer(design, target, n_samples, summarise, do=do, seed=seed,
+                           ignore=ignore, factual=True)
+        out.insert(0, "factual", self._factual(design, target))
+        return out
+
+    def _factual(self, design: Design, target: str) -> np.ndarray:
+        """The observed target in original units (levels for discrete nodes), NaN if none."""
+        st = self.preprocessor_.stats_[target]
+        kind = self.layout_.kind[target]
+        x, m = design.values[target], design.observed[target]
+        if kind == "continuous":
+            value = x * st["sd"] + st["mean"]
+        elif kind == "survival":
+            value = x * st["time_scale"]
+        elif kind in ("categorical", "ordinal"):
+            levels = np.asarray(st["levels"], dtype=object)
+            return np.where(m, levels[np.where(m, x, 0).astype(int)], None)
+        else:
+            value = x
+        return np.where(m, value, np.nan)
+
+    def _level_table(self, probs, weights, st, index, ordinal: bool) -> pd.DataFrame:
+        """``P[level]`` with 5-95% bands from (P, n, K) per-particle probabilities."""
+        frames = []
+        for j, level in enumerate(st["levels"]):
+            p = probs[..., j]
+            bands = particles.weighted_quantiles(p, weights, [0.05, 0.95])
+            frames.append(pd.DataFrame({
+                f"P[{level}]": (weights * p).sum(0).numpy(),
+                f"P[{level}]_q05": bands[0].numpy(),
+                f"P[{level}]_q95": bands[1].numpy()}, index=index))
+        out = pd.concat(frames, axis=1)
+        if ordinal:
+            numbers = torch.as_tensor(_level_numbers(st["levels"]), dtype=probs.dtype)
+            out.insert(0, "mean", (weights * (probs * numbers).sum(-1)).sum(0).numpy())
+        return out
+
+    def _survival_samples_summary(self, time_days, weights, st, index, times) -> pd.DataFrame:
+        """Median and S(t) of sampled survival times (P, n) in days."""
+        bands = particles.weighted_quantiles(time_days, weights, [0.5, 0.05, 0.95])
+        out = {"median": bands[0].numpy(), "median_q05": bands[1].numpy(),
+               "median_q95": bands[2].numpy()}
+        if times is None:
+            times = np.linspace(0.2, 2.0, 10) * st["time_scale"]
+        for t in np.atleast_1d(times):
+            out[f"S@{t:g}"] = (weights * (time_days > float(t)).double()).sum(0).numpy()
+        return pd.DataFrame(out, index=index)
 
     def query(self, target: str, evidence: Mapping | pd.DataFrame | None = None,
               do: Mapping | None = None, n_samples: int | None = None,
@@ -578,14 +802,20 @@ class HybridBN:
         return f"HybridBN({self.graph!r}, method={self.method!r}, {state})"
 
 
-def _summarise(samples: torch.Tensor, index: pd.Index) -> pd.DataFrame:
-    """mean, sd and quantiles over the first (draw) dimension of (S, n) samples."""
-    samples = samples.double()
-    out = {"mean": samples.mean(0).numpy(), "sd": samples.std(0).numpy()}
-    qs = torch.quantile(samples, torch.tensor(list(QUANTILES.values()), dtype=samples.dtype), dim=0)
-    for j, name in enumerate(QUANTILES):
-        out[name] = qs[j].numpy()
-    return pd.DataFrame(out, index=index)
+@dataclass
+class _Chunk:
+    """One chunk of patients' particles (see ``HybridBN._particles``)."""
+
+    start: int
+    stop: int
+    shape: tuple[int, int, int]          # (S draws, L particles per draw, n patients)
+    g: dict                              # globals, (S, 1, ...)
+    flat_g: dict                         # globals repeated per particle, (S * L, ...)
+    arrays: dict                         # the chunk's design arrays (evidence masks applied)
+    values: dict                         # propose values, (S, L, n[, width]) or broadcastable
+    weights: torch.Tensor                # (S * L, n), each patient's column sums to 1
+    do: dict                             # absolute interventions, model scale
+    shift: dict                          # relative interventions, model scale
 
 
 class _threads:
