@@ -34,7 +34,7 @@ from sklearn.base import clone
 
 from bayesrad.errors import GraphError
 from bayesrad.graph.knowledge import ExpertKnowledge
-from bayesrad.graph.structure import enforce_knowledge, prepare_table
+from bayesrad.graph.structure import enforce_knowledge, node_names, prepare_table
 
 
 def scutari_threshold(strengths: np.ndarray) -> float:
@@ -239,7 +239,7 @@ def bootstrap_structure(data: pd.DataFrame, learner, n_bootstrap: int = 100, see
                                      initargs=(data, learner)) as pool:
                 edge_lists = list(pool.map(_fit_in_worker, draws,
                                            chunksize=max(1, len(draws) // (4 * workers))))
-    nodes = list(data.columns)
+    nodes = node_names(data.columns, getattr(learner, "vector_nodes", None))
     index = {name: i for i, name in enumerate(nodes)}
     counts = np.zeros((len(nodes), len(nodes)), dtype=int)
     for edges in edge_lists:
