@@ -46,15 +46,26 @@ class NodeTable:
     specs : ``{node: NodeSpec}``; block-summary nodes are ``latent`` specs of their block,
         survival proxies are ``survival`` specs (time column + ``event``).
     survival_proxy : how survival outcomes were summarised (``"martingale"``/``"deviance"``).
-    loadings : ``{block: Series}`` of the summary component's loadings per block column.
+    loadings : ``{block: DataFrame}`` of the summary components' loadings (block columns x k).
     dropped_patients : patients left out for missing values (complete-case table).
+    vector_nodes : ``{node: [columns]}`` for summary nodes with k > 1 components, held in
+        the columns ``node[0]`` ... ``node[k-1]`` of ``data``; every other node is the one
+        column of its name.
     """
 
     data: pd.DataFrame
     specs: dict[str, NodeSpec]
     survival_proxy: str = "martingale"
-    loadings: dict[str, pd.Series] = field(default_factory=dict)
+    loadings: dict[str, pd.DataFrame] = field(default_factory=dict)
     dropped_patients: list[str] = field(default_factory=list)
+    vector_nodes: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def nodes(self) -> list[str]:
+        """Node names in table order (a vector node where its first column is)."""
+        first = {cols[0]: node for node, cols in self.vector_nodes.items()}
+        members = {c for cols in self.vector_nodes.values() for c in cols}
+        return [first.get(c, c) for c in self.data.columns if c not in members or c in first]
 
     @property
     def blocks(self) -> dict[str, str | None]:
@@ -68,7 +79,7 @@ class NodeTable:
 
     def empty_graph(self) -> Graph:
         """A ``Graph`` with every node of the table and no edges."""
-        return Graph([self.specs[name] for name in self.data.columns])
+        return Graph([self.specs[name] for name in self.nodes])
 
 
 def table_from_frame(frame: pd.DataFrame, blocks: Mapping[str, str] | None = None,
@@ -139,13 +150,14 @@ def survival_residual(time: np.ndarray, event: np.ndarray, kind: str = "martinga
     return np.sign(martingale) * np.sqrt(np.clip(-2.0 * (martingale + log_term), 0.0, None))
 
 
-def _block_summary(frame: pd.DataFrame, method: str, seed: int) -> tuple[pd.Series, pd.Series]:
-    """First component score (per patient) and loadings of a numeric block.
+def _block_summary(frame: pd.DataFrame, method: str, seed: int, n_components: int
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Component scores (patients x k) and loadings (block columns x k) of a numeric block.
 
     Columns are standardised; a missing single value is set to the column mean (0 after
     standardising) for the projection only, so a patient missing one feature keeps a score.
-    The sign is fixed so that the largest absolute loading is positive (a deterministic
-    orientation, comparable between bootstrap runs and cohorts).
+    Each component's sign is fixed so that its largest absolute loading is positive (a
+    deterministic orientation, comparable between bootstrap runs and cohorts).
     """
     from sklearn.decomposition import PCA, FactorAnalysis
 
@@ -155,17 +167,42 @@ def _block_summary(frame: pd.DataFrame, method: str, seed: int) -> tuple[pd.Seri
     keep = np.isfinite(sd) & (sd > 0)
     z = (values[:, keep] - mean[keep]) / sd[keep]
     z = np.where(np.isnan(z), 0.0, z)
+    k = min(n_components, z.shape[1], z.shape[0] - 1)
     if method == "pca":
-        model = PCA(n_components=1, random_state=seed).fit(z)
+        model = PCA(n_components=k, random_state=seed).fit(z)
     elif method == "factor":
-        model = FactorAnalysis(n_components=1, random_state=seed).fit(z)
+        model = FactorAnalysis(n_components=k, random_state=seed).fit(z)
     else:
         raise GraphError(f"block summary must be 'pca' or 'factor' (got {method!r})")
-    loading = model.components_[0]
-    sign = 1.0 if loading[np.argmax(np.abs(loading))] >= 0 else -1.0
-    score = sign * model.transform(z)[:, 0]
-    loadings = pd.Series(sign * loading, index=frame.columns[keep])
-    return pd.Series(score, index=frame.index), loadings
+    components = model.components_
+    rows = np.arange(len(components))
+    signs = np.sign(components[rows, np.argmax(np.abs(components), axis=1)])
+    signs[signs == 0] = 1.0
+    scores = model.transform(z) * signs
+    loadings = pd.DataFrame((components * signs[:, None]).T, index=frame.columns[keep])
+    return pd.DataFrame(scores, index=frame.index), loadings
+
+
+def _size_normalised_log(counts: pd.DataFrame) -> pd.DataFrame:
+    """``log1p`` of counts divided by each patient's median-of-ratios size factor (DESeq2;
+    Anders & Huber 2010), over positive counts only ("poscounts").
+
+    Without it the first components of an expression block are library size, not biology:
+    every gene of a patient scales with the sequencing depth.
+    """
+    values = counts.to_numpy(dtype=float).clip(min=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.where(values > 0, np.log(values), np.nan)
+        reference = np.nanmean(logs, axis=0)
+        ratios = logs - reference[None, :]
+    usable = np.isfinite(ratios)
+    if not usable.any(axis=1).all():
+        patient = counts.index[~usable.any(axis=1)][0]
+        raise GraphError(f"patient {patient!r} has no positive count in block; drop the "
+                         "patient or the block")
+    size = np.exp(np.nanmedian(np.where(usable, ratios, np.nan), axis=1))
+    return pd.DataFrame(np.log1p(values / size[:, None]), index=counts.index,
+                        columns=counts.columns)
 
 
 def build_node_table(cohort_or_blocks, summary_blocks: Iterable[str] = SUMMARY_BLOCKS,
@@ -211,13 +248,22 @@ def build_node_table(cohort_or_blocks, summary_blocks: Iterable[str] = SUMMARY_B
     summary_blocks = set(summary_blocks)
     columns: dict[str, pd.Series] = {}
     specs: dict[str, NodeSpec] = {}
-    loadings: dict[str, pd.Series] = {}
+    loadings: dict[str, pd.DataFrame] = {}
+    vector_nodes: dict[str, list[str]] = {}
 
-    def add(name: str, values: pd.Series, spec: NodeSpec) -> None:
-        if name in specs:
+    def add(name: str, values: pd.Series | pd.DataFrame, spec: NodeSpec) -> None:
+        if name in specs or name in columns:
             raise GraphError(f"node {name!r} appears twice (blocks {specs[name].block!r} and "
                              f"{spec.block!r}); rename one column or exclude it")
-        columns[name] = values.reindex(patients)
+        if isinstance(values, pd.DataFrame):
+            if values.shape[1] == 1:
+                values = values.iloc[:, 0]
+            else:
+                vector_nodes[name] = [f"{name}[{j}]" for j in range(values.shape[1])]
+                for j, col in enumerate(vector_nodes[name]):
+                    columns[col] = values.iloc[:, j].reindex(patients)
+        if isinstance(values, pd.Series):
+            columns[name] = values.reindex(patients)
         specs[name] = spec
 
     for block, frame in blocks.items():
@@ -237,13 +283,13 @@ def build_node_table(cohort_or_blocks, summary_blocks: Iterable[str] = SUMMARY_B
                 raise GraphError(f"block {block!r} has fewer than 3 patients with values; "
                                  "drop the block or add patients")
             if all(types[c].kind == "count" for c in numeric):
-                # Counts (read counts, expression) are right-skewed: summarise log1p values
-                # so that a few large counts do not dominate the component.
-                rows = np.log1p(rows.clip(lower=0))
-            score, loading = _block_summary(rows, summary, seed)
+                # Counts (read counts, expression) are right-skewed and scale with library
+                # size: summarise log1p of size-normalised counts.
+                rows = _size_normalised_log(rows)
+            scores, loading = _block_summary(rows, summary, seed, latent_dim)
             loadings[block] = loading
-            add(block, score, NodeSpec(block, "latent", block=block, columns=list(numeric),
-                                       latent_dim=min(latent_dim, len(numeric))))
+            add(block, scores, NodeSpec(block, "latent", block=block, columns=list(numeric),
+                                        latent_dim=scores.shape[1]))
             continue
         for col in frame.columns:
             ctype = types[col]
@@ -274,7 +320,8 @@ def build_node_table(cohort_or_blocks, summary_blocks: Iterable[str] = SUMMARY_B
                     "ordinal" if ctype.kind == "ordinal" else "categorical")
                 if len(levels) < 2:
                     continue  # a constant column carries no information about structure
-                add(name, pd.Series(pd.Categorical(series, categories=levels), index=frame.index),
+                add(name, pd.Series(pd.Categorical(series, categories=levels,
+                                                   ordered=kind == "ordinal"), index=frame.index),
                     NodeSpec(name, kind, block=block, levels=None if kind == "binary" else levels,
                              unit=ctype.unit))
     if not specs:
@@ -294,10 +341,14 @@ def build_node_table(cohort_or_blocks, summary_blocks: Iterable[str] = SUMMARY_B
         raise GraphError(f"only {len(data)} patients have every node observed; structure "
                          "learning needs more complete cases (exclude sparse columns)")
     for name, spec in specs.items():
+        if name in vector_nodes:
+            continue
         if isinstance(data[name].dtype, pd.CategoricalDtype):
             data[name] = data[name].cat.remove_unused_categories()
+        elif spec.kind == "count" and np.all(np.mod(data[name], 1) == 0):
+            data[name] = data[name].astype(np.int64)
     return NodeTable(data=data, specs=specs, survival_proxy=survival_proxy, loadings=loadings,
-                     dropped_patients=dropped)
+                     dropped_patients=dropped, vector_nodes=vector_nodes)
 
 
 __all__ = ["NodeTable", "build_node_table", "table_from_frame", "survival_residual",
