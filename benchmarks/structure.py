@@ -48,6 +48,7 @@ from bayesrad.graph.knowledge import DEFAULT_BLOCK_TIERS, ExpertKnowledge
 from bayesrad.graph.node_table import build_node_table
 from bayesrad.graph.structure import (HillClimbLearner, compare_graphs, kind_constraints,
                                       learn_structure, make_score, prepare_table)
+from bayesrad.pipeline import RADIOTHERAPY_TIERS
 from _machine import machine_info  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = Path(__file__).resolve().parent / "results" / "structure.json"
@@ -57,26 +58,17 @@ METRICS = ("shd", "cpdag_shd", "skeleton_precision", "skeleton_recall",
 # Expert knowledge per scenario, at two levels of detail.
 # - block: the default block tiers (demographics -> disease: clinical, imaging, genes ->
 #   treatment -> outcome) plus the patient factors of the clinical block as demographics.
-# - clinical: what a clinician adds about single columns. Radiotherapy: patient factors
-#   (age, sex, performance status, treating centre) precede the tumour; histology shapes the
-#   imaging phenotype and the expression; stage is derived from tumour size and nodal spread
-#   (TNM); the prescribed (mean) dose is decided from stage and performance status, and the
-#   plan's DVH metrics (D95, lung V20) follow from the prescription and the anatomy. Whole-body
-#   PET/CT: patient factors and the centre (scanner, patient mix) precede what is measured;
-#   tumour burden sets its spread (metastases); organ uptake is physiology modulated by
-#   patient factors and the tumour (marrow reaction), measured on the same scan.
+# - clinical: what a clinician adds about single columns. Radiotherapy: the demo's tiers
+#   (``bayesrad.pipeline.RADIOTHERAPY_TIERS``, reasons there). Whole-body PET/CT: patient
+#   factors and the centre (scanner, patient mix) precede what is measured; tumour burden
+#   sets its spread (metastases); organ uptake is physiology modulated by patient factors
+#   and the tumour (marrow reaction), measured on the same scan.
 _RT_PATIENT = ("age_years", "sex_male", "centre")
 _WB_PATIENT = ("age_years", "sex_male", "centre", "bmi_kg_m2", "blood_glucose_mmol_l")
 SCENARIO_KNOWLEDGE = {
     "radiotherapy": {
         "block_tiers": dict(node_tiers={n: "demographics" for n in _RT_PATIENT}),
-        "clinical_tiers": dict(
-            block_tiers={"patient": ("demographics",), "pathology": (),
-                         "tumour": ("radiomics", "deep", "genes", "gene_modules"),
-                         "staging": ("clinical",), "prescription": (),
-                         "plan": ("dosimetry",), "outcome": ("outcome",)},
-            node_tiers={**{n: "patient" for n in _RT_PATIENT + ("ecog",)},
-                        "histology": "pathology", "dose_mean_gy": "prescription"}),
+        "clinical_tiers": RADIOTHERAPY_TIERS,
     },
     "wholebody_petct": {
         "block_tiers": dict(
