@@ -5,10 +5,12 @@ Writes benchmarks/results/structure.json:
 - ``simulator``: per scenario (radiotherapy, wholebody_petct; 500 patients, several seeds),
   SHD, CPDAG SHD, skeleton precision/recall and orientation accuracy (DAG and CPDAG) against
   the true DAG, in the same run: without tiers, with the default block tiers, with finer
-  clinical tiers (``SCENARIO_KNOWLEDGE``), and the previous default (pgmpy's conditional-
-  Gaussian BIC over one-component block summaries) without and with block tiers.
-- ``missing_rows``: radiotherapy at its default missingness (the search uses complete cases)
-  against the same cohort with no modality missing.
+  clinical tiers (``SCENARIO_KNOWLEDGE``), and the score of the previous default (pgmpy's
+  conditional-Gaussian BIC, over one-component block summaries) without and with block
+  tiers.
+- ``missing_rows``: radiotherapy at its default missingness, the search imputing missing
+  block summaries (the default) or using complete cases, against the same cohort with no
+  modality missing.
 - ``calibration``: bootstrap edge probabilities (under block tiers and under clinical tiers)
   binned against the truth (adjacency for the edge strength, directed edge for P(u -> v)),
   per scenario and pooled; the averaged (Scutari-thresholded) graphs' metrics and the false
@@ -128,7 +130,8 @@ def scenario_quality(scenario: str, n_patients: int, seeds: list[int], n_bootstr
         table_1 = build_node_table(sim.cohort, seed=seed, latent_dim=1)
         knowledge = {level: ExpertKnowledge.from_blocks(table.blocks, **kwargs)
                      for level, kwargs in SCENARIO_KNOWLEDGE[scenario].items()}
-        row = {"seed": seed, "n_complete_patients": len(table.data),
+        row = {"seed": seed, "n_patients": len(table.data),
+               "n_patients_imputed": len(table.imputed_patients),
                "n_nodes": len(table.nodes),
                "truth_violates": {level: k.violations(truth.edges)
                                   for level, k in knowledge.items()}}
@@ -145,7 +148,7 @@ def scenario_quality(scenario: str, n_patients: int, seeds: list[int], n_bootstr
         for level in (SCENARIO_KNOWLEDGE[scenario] if n_bootstrap else ()):
             learner = HillClimbLearner(
                 knowledge=knowledge[level].merged(forbidden=kind_constraints(table.kinds)),
-                vector_nodes=table.vector_nodes)
+                vector_nodes=table.vector_nodes, impute=bool(table.imputed_patients))
             start = time.perf_counter()
             boot = bootstrap_structure(table.data, learner, n_bootstrap=n_bootstrap, seed=seed,
                                        n_jobs=n_jobs)
@@ -184,26 +187,28 @@ def scenario_quality(scenario: str, n_patients: int, seeds: list[int], n_bootstr
 
 
 def missing_rows(n_patients: int, seeds: list[int]) -> dict:
-    """Radiotherapy with its default missingness (complete cases) against no missingness."""
+    """Radiotherapy with its default missingness, the search imputing (the default) or on
+    complete cases, against the same cohort with no modality missing."""
     rows = []
     kwargs = SCENARIO_KNOWLEDGE["radiotherapy"]["block_tiers"]
+    settings = (("imputed", None, "impute"), ("complete_cases", None, "drop"),
+                ("no_missingness", {}, "impute"))
     for seed in seeds:
         row = {"seed": seed}
-        for label, missing in (("default_missingness_complete_cases", None),
-                               ("no_missingness", {})):
+        for label, missing, treatment in settings:
             sim = bayesrad.simulate("radiotherapy", n_patients=n_patients, seed=seed,
                                     missing=missing)
-            table = build_node_table(sim.cohort, seed=seed)
+            table = build_node_table(sim.cohort, seed=seed, missing=treatment)
             graph = learn_structure(table, knowledge=ExpertKnowledge.from_blocks(
                 table.blocks, **kwargs))
-            row[label] = dict(_metrics(graph, sim.truth.graph),
-                              n_complete_patients=len(table.data))
+            row[label] = dict(_metrics(graph, sim.truth.graph), n_patients_used=len(table.data),
+                              n_patients_imputed=len(table.imputed_patients))
         rows.append(row)
-    labels = ("default_missingness_complete_cases", "no_missingness")
+    labels = [label for label, _, _ in settings]
     return {"n_patients": n_patients, "knowledge": "block_tiers", "per_seed": rows,
             "mean": {label: dict(_mean([r[label] for r in rows]),
-                                 n_complete_patients=float(np.mean(
-                                     [r[label]["n_complete_patients"] for r in rows])))
+                                 n_patients_used=float(np.mean(
+                                     [r[label]["n_patients_used"] for r in rows])))
                      for label in labels}}
 
 

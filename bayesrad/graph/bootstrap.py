@@ -219,7 +219,8 @@ def bootstrap_structure(data: pd.DataFrame, learner, n_bootstrap: int = 100, see
     """
     if int(n_bootstrap) < 1:
         raise GraphError(f"n_bootstrap must be >= 1 (got {n_bootstrap})")
-    data = prepare_table(data)
+    # Missing numeric values stay missing here: each resample is imputed by its own fit.
+    data = prepare_table(data, missing="keep" if getattr(learner, "impute", False) else "error")
     draws = _draw_rows(data, int(n_bootstrap), seed)
     if client is not None:
         edge_lists = _run_dask(data, learner, draws, client)

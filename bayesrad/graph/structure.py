@@ -55,13 +55,19 @@ from bayesrad.graph.node_table import NodeTable, table_from_frame
 METHODS = ("hill_climb", "pc")
 
 
-def prepare_table(X: pd.DataFrame) -> pd.DataFrame:
-    """The data as pgmpy's scores need it: columns sorted by name, discrete columns as pandas
-    categoricals (bool / text too), numeric columns as float64.
+def prepare_table(X: pd.DataFrame, missing: str = "error", seed: int = 0) -> pd.DataFrame:
+    """The data as the scores need it: columns sorted by name, discrete columns as pandas
+    categoricals (bool / text too), integer columns as int64 (counts), other numeric columns
+    as float64.
 
-    Raises ``GraphError`` naming the column for missing values, a constant column or an
-    unusable dtype.
+    ``missing``: ``"error"`` raises for any missing value; ``"keep"`` lets missing *numeric*
+    values through (for resampling before imputation); ``"impute"`` draws them with
+    ``bayesrad.graph.node_table.impute_numeric`` (seeded). A missing discrete value always
+    raises. Raises ``GraphError`` naming the column for missing values, a constant column or
+    an unusable dtype.
     """
+    if missing not in ("error", "keep", "impute"):
+        raise GraphError(f"missing must be 'error', 'keep' or 'impute' (got {missing!r})")
     if not isinstance(X, pd.DataFrame):
         raise GraphError(f"structure learning takes a pandas DataFrame (got {type(X).__name__}); "
                          "build one with bayesrad.graph.node_table.build_node_table")
@@ -77,15 +83,18 @@ def prepare_table(X: pd.DataFrame) -> pd.DataFrame:
     data = data[sorted(names)]
     for col in data.columns:
         series = data[col]
-        if series.isna().any():
+        numeric = (pd.api.types.is_numeric_dtype(series)
+                   and not pd.api.types.is_bool_dtype(series))
+        if series.isna().any() and (missing == "error" or not numeric):
             patient = series.index[series.isna()][0]
             raise GraphError(f"column {col!r} has missing values (first: row {patient!r}); "
-                             "structure search needs complete cases: drop or impute them")
+                             "drop those rows, or impute numeric columns with "
+                             "HillClimbLearner(impute=True)")
         if isinstance(series.dtype, pd.CategoricalDtype):
             data[col] = series.cat.remove_unused_categories()
         elif pd.api.types.is_bool_dtype(series) or series.dtype == object:
             data[col] = pd.Categorical(series.astype(str))
-        elif pd.api.types.is_integer_dtype(series):
+        elif pd.api.types.is_integer_dtype(series) and not series.isna().any():
             data[col] = series.astype(np.int64)          # counts (Poisson under bic-glm)
         elif pd.api.types.is_numeric_dtype(series):
             data[col] = series.astype(float)
@@ -94,6 +103,10 @@ def prepare_table(X: pd.DataFrame) -> pd.DataFrame:
                              "learning cannot use; make it numeric or categorical")
         if data[col].nunique() < 2:
             raise GraphError(f"column {col!r} is constant; drop it (it cannot have edges)")
+    if missing == "impute":
+        from bayesrad.graph.node_table import impute_numeric
+
+        data = impute_numeric(data, seed)
     return data
 
 
@@ -168,7 +181,8 @@ class _KnowledgeLearner(BaseEstimator):
         knowledge), ``feature_names_in_`` (sorted column names), ``n_features_in_``,
         ``fit_seconds_`` (wall time of the search, s).
         """
-        data = prepare_table(X)
+        data = prepare_table(X, missing="impute" if self.impute else "error",
+                             seed=getattr(self, "seed", 0))
         knowledge = self.knowledge if self.knowledge is not None else ExpertKnowledge()
         if not isinstance(knowledge, ExpertKnowledge):
             raise KnowledgeError(f"knowledge must be a bayesrad ExpertKnowledge "
@@ -245,15 +259,17 @@ class HillClimbLearner(_KnowledgeLearner):
     restarts, perturb : random restarts from the best graph perturbed by ``perturb`` moves.
     epsilon : smallest score gain that counts as an improvement.
     max_steps : most moves per climb.
-    seed : seed of tie-breaks and restarts (the result is a function of data, knowledge and
-        seed only).
+    seed : seed of tie-breaks, restarts and imputation (the result is a function of data,
+        knowledge and seed only).
+    impute : draw missing numeric values before the search (stochastic regression
+        imputation, ``bayesrad.graph.node_table.impute_numeric``); otherwise they raise.
     """
 
     def __init__(self, score: str = "auto", knowledge: ExpertKnowledge | None = None,
                  vector_nodes: Mapping[str, list[str]] | None = None,
                  max_indegree: int | None = None, tabu_length: int = 100, max_stall: int = 10,
                  restarts: int = 5, perturb: int = 3, epsilon: float = 1e-4,
-                 max_steps: int = 100_000, seed: int = 0):
+                 max_steps: int = 100_000, seed: int = 0, impute: bool = False):
         self.score = score
         self.knowledge = knowledge
         self.vector_nodes = vector_nodes
@@ -265,6 +281,7 @@ class HillClimbLearner(_KnowledgeLearner):
         self.epsilon = epsilon
         self.max_steps = max_steps
         self.seed = seed
+        self.impute = impute
 
     def _search(self, data: pd.DataFrame, knowledge: ExpertKnowledge,
                 nodes: list[str]) -> list[tuple[str, str]]:
@@ -327,17 +344,20 @@ class PCLearner(_KnowledgeLearner):
     significance_level : alpha of each independence test.
     max_cond_vars : largest conditioning set.
     knowledge : ``ExpertKnowledge`` or ``None``.
+    impute : draw missing numeric values before the tests (as ``HillClimbLearner``).
 
     Undirected edges of the learned CPDAG are oriented by the knowledge where it decides,
     then by pgmpy's consistent extension (``PDAG.to_dag``).
     """
 
     def __init__(self, ci_test: str = "auto", significance_level: float = 0.01,
-                 max_cond_vars: int = 3, knowledge: ExpertKnowledge | None = None):
+                 max_cond_vars: int = 3, knowledge: ExpertKnowledge | None = None,
+                 impute: bool = False):
         self.ci_test = ci_test
         self.significance_level = significance_level
         self.max_cond_vars = max_cond_vars
         self.knowledge = knowledge
+        self.impute = impute
 
     def _search(self, data: pd.DataFrame, knowledge: ExpertKnowledge,
                 nodes: list[str]) -> list[tuple[str, str]]:
@@ -540,6 +560,8 @@ def learn_structure(table: NodeTable | pd.DataFrame,
                              f"summarises blocks {sorted(table.vector_nodes)} by several "
                              "components; build it with build_node_table(..., latent_dim=1)")
         params = dict(params, vector_nodes=table.vector_nodes)
+    if table.data.isna().any().any():
+        params.setdefault("impute", True)      # build_node_table(missing="impute") left NaN
     learner = make_learner(method, knowledge=full, **params)
     if not bootstrap:
         graph = dag_to_graph(learner.fit(table.data).causal_graph_, table)
