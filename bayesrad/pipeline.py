@@ -178,7 +178,8 @@ def _learn_graph(train, bootstrap: int, n_jobs: int, seed: int, console):
         table.blocks, block_tiers=RADIOTHERAPY_TIERS["block_tiers"], node_tiers=tiers)
     summaries = ", ".join(f"{node} ({len(cols)} components)"
                           for node, cols in table.vector_nodes.items()) or "none"
-    console.print(f"node table: {table.data.shape[0]} complete patients x {len(table.nodes)} nodes; "
+    console.print(f"node table: {table.data.shape[0]} patients x {len(table.nodes)} nodes "
+                  f"({len(table.imputed_patients)} with missing blocks, imputed in the search); "
                   f"block summaries: {summaries}")
     console.print("tiers: " + " -> ".join(f"{name} {nodes}" for name, nodes in knowledge.tiers.items()))
     graph = learn_structure(table, knowledge=knowledge, bootstrap=bootstrap, n_jobs=n_jobs, seed=seed)
