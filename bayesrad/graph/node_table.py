@@ -33,8 +33,9 @@ anew in every bootstrap resample, so edge confidence carries the imputation's un
 (bootstrap-then-impute; Schomaker & Heumann 2018). Complete cases (``missing="drop"``) throw
 away every patient missing any modality: on the simulated radiotherapy cohort (20% of
 patients without expression, 5% without imaging, MCAR) that is ~23% of the patients, and the
-search's SHD is visibly worse than with imputation, which comes close to the SHD of the same
-cohort without missingness (``missing_rows`` in benchmarks/results/structure.json).
+mean SHD (500 patients, 3 seeds, block tiers) is 15.7 on complete cases, 12.0 with
+imputation and 10.0 for the same cohort without missingness (``missing_rows`` in
+benchmarks/results/structure.json).
 Patients missing a discrete node are dropped. ``HybridBN`` itself fits on every patient,
 marginalising what is missing.
 """

@@ -50,7 +50,7 @@ class SearchResult:
     adjacency : (n, n) bool, ``adjacency[i, j]`` = edge ``nodes[i] -> nodes[j]``.
     score : its total score (sum of local scores).
     n_steps : moves applied over all climbs.
-    n_local_scores : distinct local scores computed.
+    n_local_scores : local scores looked up (the score object caches repeats).
     restart_scores : best score after the first climb and after each restart.
     """
 
