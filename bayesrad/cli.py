@@ -153,7 +153,9 @@ def structure(
     from bayesrad.graph.structure import learn_structure
 
     try:
-        table = build_node_table(Cohort.from_directory(cohort_dir), seed=seed)
+        # PC tests one column per node: block summaries then keep their first component.
+        table = build_node_table(Cohort.from_directory(cohort_dir), seed=seed,
+                                 latent_dim=1 if method == "pc" else 2)
         expert = ExpertKnowledge.from_yaml(knowledge) if knowledge else ExpertKnowledge.from_blocks(table.blocks)
         graph = learn_structure(table, knowledge=expert, method=method, bootstrap=bootstrap, n_jobs=n_jobs, seed=seed)
     except BayesradError as exc:

@@ -34,7 +34,7 @@ from sklearn.base import clone
 
 from bayesrad.errors import GraphError
 from bayesrad.graph.knowledge import ExpertKnowledge
-from bayesrad.graph.structure import enforce_knowledge, prepare_table
+from bayesrad.graph.structure import enforce_knowledge, node_names, prepare_table
 
 
 def scutari_threshold(strengths: np.ndarray) -> float:
@@ -219,7 +219,8 @@ def bootstrap_structure(data: pd.DataFrame, learner, n_bootstrap: int = 100, see
     """
     if int(n_bootstrap) < 1:
         raise GraphError(f"n_bootstrap must be >= 1 (got {n_bootstrap})")
-    data = prepare_table(data)
+    # Missing numeric values stay missing here: each resample is imputed by its own fit.
+    data = prepare_table(data, missing="keep" if getattr(learner, "impute", False) else "error")
     draws = _draw_rows(data, int(n_bootstrap), seed)
     if client is not None:
         edge_lists = _run_dask(data, learner, draws, client)
@@ -239,7 +240,7 @@ def bootstrap_structure(data: pd.DataFrame, learner, n_bootstrap: int = 100, see
                                      initargs=(data, learner)) as pool:
                 edge_lists = list(pool.map(_fit_in_worker, draws,
                                            chunksize=max(1, len(draws) // (4 * workers))))
-    nodes = list(data.columns)
+    nodes = node_names(data.columns, getattr(learner, "vector_nodes", None))
     index = {name: i for i, name in enumerate(nodes)}
     counts = np.zeros((len(nodes), len(nodes)), dtype=int)
     for edges in edge_lists:

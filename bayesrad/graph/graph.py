@@ -22,6 +22,7 @@ import networkx as nx
 import pandas as pd
 
 from bayesrad.graph._yaml import dump_yaml, load_yaml
+from bayesrad.graph.knowledge import ExpertKnowledge
 from bayesrad.errors import GraphError
 
 KINDS = ("continuous", "binary", "categorical", "ordinal", "count", "survival", "latent", "group")
@@ -176,9 +177,15 @@ class Graph:
     ----------
     nodes : node specs (names must be unique).
     edges : ``(parent, child)`` pairs between named nodes.
+
+    Attributes
+    ----------
+    knowledge : the ``ExpertKnowledge`` (tiers, forbidden / required edges) the graph was
+        learned under, or ``None``; it travels with the graph through YAML.
     """
 
     def __init__(self, nodes: Iterable[NodeSpec] = (), edges: Iterable[tuple[str, str]] = ()):
+        self.knowledge = None
         self._g = nx.DiGraph()
         for spec in nodes:
             self.add_node(spec)
@@ -451,7 +458,8 @@ class Graph:
 
     # ---------------------------------------------------------------- YAML
     def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form: ``{"format", "nodes": [...], "edges": [...]}``."""
+        """Plain-dict form: ``{"format", "nodes": [...], "edges": [...]}`` (and
+        ``"knowledge"`` when set)."""
         edges = []
         for u, v, data in self._g.edges(data=True):
             entry: dict[str, Any] = {"from": u, "to": v}
@@ -460,9 +468,12 @@ class Graph:
             if data.get("confidence") is not None:
                 entry["confidence"] = _plain(data["confidence"])
             edges.append(entry)
-        return {"format": GRAPH_FORMAT,
-                "nodes": [self.spec(n).to_dict() for n in self.nodes],
-                "edges": edges}
+        out = {"format": GRAPH_FORMAT,
+               "nodes": [self.spec(n).to_dict() for n in self.nodes],
+               "edges": edges}
+        if self.knowledge is not None:
+            out["knowledge"] = self.knowledge.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Graph":
@@ -482,6 +493,8 @@ class Graph:
             else:
                 u, v = entry
                 graph.add_edge(u, v)
+        if data.get("knowledge") is not None:
+            graph.knowledge = ExpertKnowledge.from_dict(data["knowledge"])
         return graph
 
     def to_yaml(self, path: str | Path | None = None) -> str:

@@ -37,7 +37,7 @@ KNOWLEDGE_FORMAT = "bayesrad-knowledge/1"
 DEFAULT_BLOCK_TIERS: dict[str, tuple[str, ...]] = {
     "demographics": ("demographics", "demography"),
     "disease": ("clinical", "pathology", "tumour", "tumor", "staging", "radiomics", "deep",
-                "imaging", "kinetics", "genes", "expression"),
+                "imaging", "kinetics", "genes", "expression", "gene_modules"),
     "treatment": ("treatment", "dosimetry", "dose", "therapy"),
     "outcome": ("outcome", "outcomes", "response", "survival"),
 }

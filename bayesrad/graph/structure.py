@@ -1,11 +1,16 @@
-"""Structure learning over a node table, under expert knowledge, with pgmpy's searches.
+"""Structure learning over a node table, under expert knowledge.
 
 Two learners in the style of ``pgmpy.causal_discovery`` (sklearn estimators: ``__init__``
 stores settings, ``fit(X)`` returns ``self``, the result is ``causal_graph_``):
 
-- ``HillClimbLearner``: pgmpy's ``HillClimbSearch`` with a BIC score matched to the data
-  (``bic-cg``, the conditional-Gaussian BIC, for mixed continuous/discrete tables; ``bic-g`` for
-  continuous-only and ``bic-d`` for discrete-only tables).
+- ``HillClimbLearner``: score-based search (``bayesrad.graph.search.TabuSearch``: hill
+  climbing, a tabu walk past local optima, random restarts) on a BIC score
+  (``bayesrad.graph.scores``). For mixed tables the default score is ``bic-glm``, the BIC of
+  the node families ``HybridBN`` fits (Gaussian / logistic / proportional-odds / Poisson
+  regressions with additive parents); pgmpy's conditional-Gaussian ``bic-cg`` (computed in
+  numpy, same values) stays available but gives a continuous child one regression per
+  combination of its discrete parents, which on the simulator loses most clinical edges.
+  ``bic-g`` / ``bic-d`` for continuous-only / discrete-only tables.
 - ``PCLearner``: pgmpy's ``PC`` (stable variant) with the matching independence test: for
   mixed data ``pillai`` (Pillai's trace on the residuals of both variables given the
   conditioning set, Ankan & Textor 2023) with *generalised linear* residuals (linear
@@ -13,21 +18,23 @@ stores settings, ``fit(X)`` returns ``self``, the result is ``causal_graph_``):
   residualiser is an in-sample random forest, which is ~100x slower here and whose in-sample
   residuals are shrunk towards zero by overfitting; ``ci_test="pillai_rf"`` keeps it.
 
-Both wrap the pgmpy search rather than rewrite it, and add three things:
+Both add:
 
-1. Determinism. Columns are sorted by name, and pgmpy's candidate moves (an iteration over a
-   Python ``set``, whose order follows ``PYTHONHASHSEED``) are ranked in sorted order before the
-   best one is taken, so ties between score-equivalent moves break the same way in every
-   process. The same data give the same graph whatever the hash seed or column order.
-2. Expert knowledge (``bayesrad.graph.knowledge.ExpertKnowledge``) expanded into explicit
-   forbidden/required edges for pgmpy, then enforced on the result (``enforce_knowledge``): the
-   learned graph never violates it, whichever search produced it (pgmpy's PC only warns when a
+1. Determinism. Columns are sorted by name and the search breaks ties by a seeded priority,
+   never by a Python ``set`` order: the same data, knowledge and seed give the same graph
+   whatever the hash seed or column order.
+2. Expert knowledge (``bayesrad.graph.knowledge.ExpertKnowledge``): the search only makes
+   allowed moves (PC gets it as pgmpy knowledge), and the result is passed through
+   ``enforce_knowledge``: the learned graph never violates it (pgmpy's PC only warns when a
    collider contradicts the knowledge).
 3. Graph kinds: a survival outcome cannot be a parent and a group node cannot be a child in a
    bayesrad ``Graph``; ``learn_structure`` forbids those edges before the search.
+4. Vector nodes (hill climbing): a block summarised by k component scores is one node
+   (``NodeTable.vector_nodes``), as it is one k-dimensional latent node in ``HybridBN``.
 
 ``learn_structure`` is the one-call entry point; with ``bootstrap=B`` it returns the averaged
-graph with edge confidence (``bayesrad.graph.bootstrap``).
+graph with edge confidence (``bayesrad.graph.bootstrap``). ``compare_graphs`` scores a learned
+DAG against a true one, also between equivalence classes (CPDAGs).
 """
 
 from __future__ import annotations
@@ -48,13 +55,19 @@ from bayesrad.graph.node_table import NodeTable, table_from_frame
 METHODS = ("hill_climb", "pc")
 
 
-def prepare_table(X: pd.DataFrame) -> pd.DataFrame:
-    """The data as pgmpy's scores need it: columns sorted by name, discrete columns as pandas
-    categoricals (bool / text too), numeric columns as float64.
+def prepare_table(X: pd.DataFrame, missing: str = "error", seed: int = 0) -> pd.DataFrame:
+    """The data as the scores need it: columns sorted by name, discrete columns as pandas
+    categoricals (bool / text too), integer columns as int64 (counts), other numeric columns
+    as float64.
 
-    Raises ``GraphError`` naming the column for missing values, a constant column or an
-    unusable dtype.
+    ``missing``: ``"error"`` raises for any missing value; ``"keep"`` lets missing *numeric*
+    values through (for resampling before imputation); ``"impute"`` draws them with
+    ``bayesrad.graph.node_table.impute_numeric`` (seeded). A missing discrete value always
+    raises. Raises ``GraphError`` naming the column for missing values, a constant column or
+    an unusable dtype.
     """
+    if missing not in ("error", "keep", "impute"):
+        raise GraphError(f"missing must be 'error', 'keep' or 'impute' (got {missing!r})")
     if not isinstance(X, pd.DataFrame):
         raise GraphError(f"structure learning takes a pandas DataFrame (got {type(X).__name__}); "
                          "build one with bayesrad.graph.node_table.build_node_table")
@@ -70,14 +83,19 @@ def prepare_table(X: pd.DataFrame) -> pd.DataFrame:
     data = data[sorted(names)]
     for col in data.columns:
         series = data[col]
-        if series.isna().any():
+        numeric = (pd.api.types.is_numeric_dtype(series)
+                   and not pd.api.types.is_bool_dtype(series))
+        if series.isna().any() and (missing == "error" or not numeric):
             patient = series.index[series.isna()][0]
             raise GraphError(f"column {col!r} has missing values (first: row {patient!r}); "
-                             "structure search needs complete cases: drop or impute them")
+                             "drop those rows, or impute numeric columns with "
+                             "HillClimbLearner(impute=True)")
         if isinstance(series.dtype, pd.CategoricalDtype):
             data[col] = series.cat.remove_unused_categories()
         elif pd.api.types.is_bool_dtype(series) or series.dtype == object:
             data[col] = pd.Categorical(series.astype(str))
+        elif pd.api.types.is_integer_dtype(series) and not series.isna().any():
+            data[col] = series.astype(np.int64)          # counts (Poisson under bic-glm)
         elif pd.api.types.is_numeric_dtype(series):
             data[col] = series.astype(float)
         else:
@@ -85,16 +103,45 @@ def prepare_table(X: pd.DataFrame) -> pd.DataFrame:
                              "learning cannot use; make it numeric or categorical")
         if data[col].nunique() < 2:
             raise GraphError(f"column {col!r} is constant; drop it (it cannot have edges)")
+    if missing == "impute":
+        from bayesrad.graph.node_table import impute_numeric
+
+        data = impute_numeric(data, seed)
     return data
 
 
-def _default_score(data: pd.DataFrame) -> str:
+def _default_score(data: pd.DataFrame, vector_nodes: Mapping[str, list[str]] | None = None
+                   ) -> str:
     discrete = [isinstance(data[c].dtype, pd.CategoricalDtype) for c in data.columns]
+    if vector_nodes or (any(discrete) and not all(discrete)):
+        return "bic-glm"
     if all(discrete):
         return "bic-d"
-    if not any(discrete):
-        return "bic-g"
-    return "bic-cg"
+    if any(pd.api.types.is_integer_dtype(data[c]) for c in data.columns):
+        return "bic-glm"                                  # counts: Poisson children
+    return "bic-g"
+
+
+def node_names(columns: Iterable[str], vector_nodes: Mapping[str, Iterable[str]] | None = None
+               ) -> list[str]:
+    """Sorted node names of a table: its columns, with each vector node's columns replaced
+    by the node. Raises ``GraphError`` for a vector node naming absent or shared columns."""
+    columns = [str(c) for c in columns]
+    members: dict[str, str] = {}
+    for node, cols in (vector_nodes or {}).items():
+        cols = [str(c) for c in cols]
+        absent = sorted(set(cols) - set(columns))
+        if absent or not cols:
+            raise GraphError(f"vector node {node!r} names columns {absent or cols} that are not "
+                             "in the data; fix vector_nodes")
+        for col in cols:
+            if col in members:
+                raise GraphError(f"column {col!r} belongs to vector nodes {members[col]!r} and "
+                                 f"{node!r}; give each column to one node")
+            members[col] = str(node)
+        if str(node) in columns and str(node) not in cols:
+            raise GraphError(f"vector node {node!r} has the name of a column; rename one")
+    return sorted({members.get(c, c) for c in columns})
 
 
 def enforce_knowledge(edges: Iterable[tuple[str, str]], knowledge: ExpertKnowledge | None,
@@ -134,123 +181,131 @@ class _KnowledgeLearner(BaseEstimator):
         knowledge), ``feature_names_in_`` (sorted column names), ``n_features_in_``,
         ``fit_seconds_`` (wall time of the search, s).
         """
-        data = prepare_table(X)
+        data = prepare_table(X, missing="impute" if self.impute else "error",
+                             seed=getattr(self, "seed", 0))
         knowledge = self.knowledge if self.knowledge is not None else ExpertKnowledge()
         if not isinstance(knowledge, ExpertKnowledge):
             raise KnowledgeError(f"knowledge must be a bayesrad ExpertKnowledge "
                                  f"(got {type(knowledge).__name__})")
-        knowledge.check_nodes(data.columns)
+        vector_nodes = getattr(self, "vector_nodes", None) or {}
+        nodes = node_names(data.columns, vector_nodes)
+        knowledge.check_nodes(nodes)
         start = time.perf_counter()
-        edges = self._search(data, knowledge)
-        self.causal_graph_ = enforce_knowledge(edges, knowledge, data.columns)
+        edges = self._search(data, knowledge, nodes)
+        self.causal_graph_ = enforce_knowledge(edges, knowledge, nodes)
         self.fit_seconds_ = time.perf_counter() - start
+        self.nodes_ = nodes
         self.feature_names_in_ = np.asarray(data.columns, dtype=object)
         self.n_features_in_ = data.shape[1]
         return self
 
 
-def _gaussian_bic_class():
-    """A pgmpy structure score equal to pgmpy's ``bic-g``, computed with numpy least squares.
+# Scores by name: bayesrad's numpy classes carry pgmpy's values (bayesrad.graph.scores);
+# the "-pgmpy" names select pgmpy's own implementations (slow; for checks).
+_NUMPY_SCORES = {"bic-g": "GaussianBIC", "bic-d": "DiscreteBIC", "bic-cg": "ConditionalGaussianBIC",
+                 "bic-glm": "GLMBIC"}
 
-    pgmpy's ``bic-g`` fits a statsmodels GLM from a formula for every local score (~10 ms);
-    the same number - the Gaussian log-likelihood at the ML variance, ``-n/2 (log(2 pi RSS/n)
-    + 1)``, minus ``(p + 2)/2 log n`` for ``p`` parents - costs ~0.1 ms with ``lstsq``, which
-    is what makes hill climbing on 40+ continuous nodes and its bootstraps practical. The
-    search is unchanged; tests check the values against pgmpy's.
+
+def make_score(name: str, data: pd.DataFrame,
+               vector_nodes: Mapping[str, list[str]] | None = None):
+    """A structure score object over ``data`` (as ``prepare_table`` returns it) by name.
+
+    ``bic-glm``: the BIC of HybridBN's node families (``bayesrad.graph.scores.GLMBIC``, the
+    only score that takes ``vector_nodes``). ``bic-g``, ``bic-d``, ``bic-cg``: bayesrad's
+    numpy versions of pgmpy's scores (same values); any other name (``bic-cg-pgmpy`` for
+    pgmpy's own ``bic-cg``, ``bdeu``, ``aic-g``, ...) is pgmpy's score.
     """
-    from pgmpy.structure_score import BaseStructureScore
+    from bayesrad.graph import scores
 
-    class _GaussianBIC(BaseStructureScore):
-        _tags = {"name": "bayesrad-bic-g", "supported_datatype": "continuous",
-                 "default_for": None, "is_parameteric": False}
+    if name == "bic-glm":
+        return scores.GLMBIC(data, vector_nodes=vector_nodes)
+    if vector_nodes:
+        raise GraphError(f"score {name!r} takes one column per node, but the table has vector "
+                         f"nodes {sorted(vector_nodes)}; use score='bic-glm' or build the node "
+                         "table with latent_dim=1")
+    if name in _NUMPY_SCORES:
+        return getattr(scores, _NUMPY_SCORES[name])(data)
+    from pgmpy.structure_score import get_scoring_method
 
-        def __init__(self, data, state_names=None):
-            super().__init__(data, state_names=state_names)
-            self._values = self.data.to_numpy(dtype=float)
-            self._column = {name: i for i, name in enumerate(self.data.columns)}
-
-        def _local_score(self, variable, parents):
-            n = self._values.shape[0]
-            y = self._values[:, self._column[variable]]
-            design = np.column_stack([np.ones(n)] + [self._values[:, self._column[p]]
-                                                     for p in parents])
-            coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-            rss = float(np.sum((y - design @ coef) ** 2))
-            log_likelihood = -0.5 * n * (np.log(2 * np.pi * max(rss, 1e-300) / n) + 1.0)
-            return log_likelihood - (len(parents) + 2) / 2.0 * np.log(n)
-
-    return _GaussianBIC
-
-
-def _sorted_hill_climb_class():
-    """pgmpy's HillClimbSearch whose candidate moves are ranked in sorted order.
-
-    ``HillClimbSearch`` takes ``max`` over moves generated from a ``set`` of node pairs; on
-    ties (score-equivalent additions such as a->b vs b->a) the winner depends on the set's
-    iteration order, i.e. on ``PYTHONHASHSEED``. Sorting the moves first makes ``max`` pick the
-    same move in every process (and with every implementation of the same score); the search
-    itself is pgmpy's.
-    """
-    from pgmpy.causal_discovery import HillClimbSearch
-
-    class _SortedHillClimbSearch(HillClimbSearch):
-        def _legal_operations_dag(self, *args, **kwargs):
-            # Score-equivalent moves differ only by floating-point noise (1e-12), which
-            # depends on the score's implementation and the BLAS; rounding makes them exact
-            # ties, which the sorted order then breaks.
-            moves = [(op, round(float(delta), 8))
-                     for op, delta in super()._legal_operations_dag(*args, **kwargs)]
-            moves.sort(key=lambda move: (move[0][0], tuple(map(str, move[0][1]))))
-            return iter(moves)
-
-    return _SortedHillClimbSearch
+    pgmpy_name = name[: -len("-pgmpy")] if name.endswith("-pgmpy") else name
+    try:
+        return get_scoring_method(pgmpy_name, data)
+    except ValueError as exc:
+        raise GraphError(f"unknown structure score {name!r}: {exc}; use 'auto', "
+                         f"{sorted(_NUMPY_SCORES)} or a pgmpy score name") from exc
 
 
 class HillClimbLearner(_KnowledgeLearner):
-    """Greedy hill climbing (pgmpy ``HillClimbSearch``) on a BIC score, under expert knowledge.
+    """Score-based search (hill climbing, tabu walk, random restarts) under expert knowledge.
+
+    The search is ``bayesrad.graph.search.TabuSearch`` (see there why it is not pgmpy's
+    ``HillClimbSearch``); the scores are pgmpy's BIC scores, computed in numpy
+    (``bayesrad.graph.scores``). Continuous columns are standardised before scoring: BIC
+    scores are unit-free except for pgmpy's density floor in ``bic-cg``.
 
     Parameters
     ----------
-    score : pgmpy score name; ``"auto"`` picks ``bic-cg`` for mixed data (conditional-Gaussian
-        BIC: discrete columns must be pandas categoricals), ``bic-g`` for continuous and
-        ``bic-d`` for discrete data. ``bic-g`` is computed by a numpy score with pgmpy's
-        values (~100x faster); ``"bic-g-pgmpy"`` uses pgmpy's own implementation.
-    knowledge : ``ExpertKnowledge`` or ``None``.
+    score : ``"auto"`` picks ``bic-glm`` (the BIC of HybridBN's node families, see
+        ``bayesrad.graph.scores.GLMBIC``) for mixed data, count columns or vector nodes,
+        ``bic-g`` for continuous and ``bic-d`` for discrete data; or any name ``make_score``
+        takes (``bic-cg``: pgmpy's conditional-Gaussian BIC).
+    vector_nodes : ``{node: [columns]}``: nodes held in several columns (a block summary with
+        k components, ``NodeTable.vector_nodes``); a vector child is a multivariate Gaussian
+        regression, a vector parent enters with all its columns. Needs ``bic-glm``.
+    knowledge : ``ExpertKnowledge`` or ``None``; moves that break it are never considered.
     max_indegree : most parents per node (``None`` = unlimited).
-    tabu_length : moves remembered to avoid undoing them.
+    tabu_length : recent moves that may not be undone.
+    max_stall : non-improving steps the tabu walk takes past a local optimum (0 = greedy).
+    restarts, perturb : random restarts from the best graph perturbed by ``perturb`` moves.
     epsilon : smallest score gain that counts as an improvement.
-    max_iter : most search iterations.
+    max_steps : most moves per climb.
+    seed : seed of tie-breaks, restarts and imputation (the result is a function of data,
+        knowledge and seed only).
+    impute : draw missing numeric values before the search (stochastic regression
+        imputation, ``bayesrad.graph.node_table.impute_numeric``); otherwise they raise.
     """
 
     def __init__(self, score: str = "auto", knowledge: ExpertKnowledge | None = None,
-                 max_indegree: int | None = None, tabu_length: int = 100,
-                 epsilon: float = 1e-4, max_iter: int = 1_000_000):
+                 vector_nodes: Mapping[str, list[str]] | None = None,
+                 max_indegree: int | None = None, tabu_length: int = 100, max_stall: int = 10,
+                 restarts: int = 5, perturb: int = 3, epsilon: float = 1e-4,
+                 max_steps: int = 100_000, seed: int = 0, impute: bool = False):
         self.score = score
         self.knowledge = knowledge
+        self.vector_nodes = vector_nodes
         self.max_indegree = max_indegree
         self.tabu_length = tabu_length
+        self.max_stall = max_stall
+        self.restarts = restarts
+        self.perturb = perturb
         self.epsilon = epsilon
-        self.max_iter = max_iter
+        self.max_steps = max_steps
+        self.seed = seed
+        self.impute = impute
 
-    def _search(self, data: pd.DataFrame, knowledge: ExpertKnowledge) -> list[tuple[str, str]]:
-        score = _default_score(data) if self.score == "auto" else self.score
+    def _search(self, data: pd.DataFrame, knowledge: ExpertKnowledge,
+                nodes: list[str]) -> list[tuple[str, str]]:
+        from bayesrad.graph.scores import standardise_continuous
+        from bayesrad.graph.search import TabuSearch
+
+        vector_nodes = self.vector_nodes or {}
+        score = _default_score(data, vector_nodes) if self.score == "auto" else self.score
         self.score_ = score
-        if score == "bic-g":
-            scoring = _gaussian_bic_class()(data)
-        elif score == "bic-g-pgmpy":
-            scoring = "bic-g"
-        else:
-            scoring = score
-        search = _sorted_hill_climb_class()(
-            scoring_method=scoring, expert_knowledge=knowledge.to_pgmpy(data.columns),
-            max_indegree=self.max_indegree, tabu_length=self.tabu_length,
-            epsilon=self.epsilon, max_iter=self.max_iter, return_type="dag",
-            show_progress=False)
-        try:
-            search.fit(data)
-        except ValueError as exc:
-            raise GraphError(f"hill climbing with score {score!r} failed: {exc}") from exc
-        return sorted(search.causal_graph_.edges())
+        allowed = np.array([[u != v and knowledge.allows(u, v) for v in nodes] for u in nodes])
+        required = np.zeros_like(allowed)
+        index = {name: i for i, name in enumerate(nodes)}
+        for u, v in knowledge.required_edges(nodes):
+            required[index[u], index[v]] = True
+        scoring = make_score(score, standardise_continuous(data), vector_nodes)
+        search = TabuSearch(scoring, nodes, allowed,
+                            required, max_indegree=self.max_indegree,
+                            tabu_length=self.tabu_length, max_stall=self.max_stall,
+                            restarts=self.restarts, perturb=self.perturb,
+                            epsilon=self.epsilon, max_steps=self.max_steps, seed=self.seed)
+        result = search.fit()
+        self.score_value_ = result.score
+        self.search_ = result
+        return search.edges(result)
 
 
 class GLMResidualiser(BaseEstimator):
@@ -289,19 +344,23 @@ class PCLearner(_KnowledgeLearner):
     significance_level : alpha of each independence test.
     max_cond_vars : largest conditioning set.
     knowledge : ``ExpertKnowledge`` or ``None``.
+    impute : draw missing numeric values before the tests (as ``HillClimbLearner``).
 
     Undirected edges of the learned CPDAG are oriented by the knowledge where it decides,
     then by pgmpy's consistent extension (``PDAG.to_dag``).
     """
 
     def __init__(self, ci_test: str = "auto", significance_level: float = 0.01,
-                 max_cond_vars: int = 3, knowledge: ExpertKnowledge | None = None):
+                 max_cond_vars: int = 3, knowledge: ExpertKnowledge | None = None,
+                 impute: bool = False):
         self.ci_test = ci_test
         self.significance_level = significance_level
         self.max_cond_vars = max_cond_vars
         self.knowledge = knowledge
+        self.impute = impute
 
-    def _search(self, data: pd.DataFrame, knowledge: ExpertKnowledge) -> list[tuple[str, str]]:
+    def _search(self, data: pd.DataFrame, knowledge: ExpertKnowledge,
+                nodes: list[str]) -> list[tuple[str, str]]:
         from pgmpy.causal_discovery import PC
 
         if self.ci_test == "auto":
@@ -362,7 +421,7 @@ def dag_to_graph(dag: nx.DiGraph, table: NodeTable,
                  confidence: Mapping[tuple[str, str], Mapping[str, float]] | None = None
                  ) -> Graph:
     """A bayesrad ``Graph`` with the node table's specs and the DAG's edges (and confidence)."""
-    graph = Graph([table.specs[name] for name in table.data.columns])
+    graph = table.empty_graph()
     confidence = confidence or {}
     for u, v in sorted(dag.edges()):
         graph.add_edge(u, v, confidence=confidence.get((u, v)))
@@ -380,6 +439,27 @@ def edge_table(graph: Graph) -> pd.DataFrame:
                              na_position="last").reset_index(drop=True)
 
 
+def cpdag(edges: Iterable[tuple[str, str]], nodes: Iterable[str] = ()
+          ) -> dict[frozenset, tuple[str, str] | None]:
+    """The equivalence class (CPDAG) of a DAG: ``{frozenset({u, v}): (u, v)}`` for an edge
+    compelled to point ``u -> v``, ``None`` for a reversible (undirected) one.
+
+    By pgmpy's ``DAG.to_pdag`` (Chickering 2002). Two DAGs with the same skeleton and
+    v-structures, which a score-equivalent score (BIC-g, BIC-d) cannot tell apart, have the
+    same CPDAG.
+    """
+    from pgmpy.base import DAG
+
+    dag = DAG()
+    dag.add_nodes_from(nodes)
+    dag.add_edges_from(edges)
+    pdag = dag.to_pdag()
+    out: dict[frozenset, tuple[str, str] | None] = {frozenset(e): None
+                                                    for e in pdag.undirected_edges}
+    out.update({frozenset(e): (str(e[0]), str(e[1])) for e in pdag.directed_edges})
+    return out
+
+
 def compare_graphs(learned, truth) -> dict[str, float]:
     """Structure-recovery metrics of a learned DAG against the true one.
 
@@ -390,11 +470,17 @@ def compare_graphs(learned, truth) -> dict[str, float]:
 
     Returns
     -------
-    dict with ``shd`` (structural Hamming distance: node pairs whose status - absent, u->v,
-    v->u - differs; a reversed edge counts 1, as ``pgmpy.metrics.SHD``), ``skeleton_precision``
-    and ``skeleton_recall`` (of adjacencies, ignoring direction), ``orientation_accuracy``
-    (fraction of correctly found adjacencies whose direction is right; NaN when none),
-    ``n_learned``, ``n_true``.
+    dict with
+
+    - ``shd``: structural Hamming distance between the DAGs (node pairs whose status -
+      absent, u->v, v->u - differs; a reversed edge counts 1, as ``pgmpy.metrics.SHD``);
+    - ``cpdag_shd``: the same between their CPDAGs (status absent, u->v, v->u, undirected):
+      what a score-equivalent score can recover at best is ``cpdag_shd = 0``;
+    - ``skeleton_precision``, ``skeleton_recall`` (adjacencies, ignoring direction);
+    - ``orientation_accuracy``: among correctly found adjacencies, the fraction pointing as
+      in the truth (NaN when none); ``cpdag_orientation_accuracy``: the fraction whose CPDAG
+      mark (the compelled direction, or undirected) is the true CPDAG's;
+    - ``n_learned``, ``n_true``.
     """
     def pairs(g):
         edges = g.edges if hasattr(g, "edges") else g
@@ -406,12 +492,20 @@ def compare_graphs(learned, truth) -> dict[str, float]:
     shd = sum(((u, v) in est, (v, u) in est) != ((u, v) in tru, (v, u) in tru)
               for u, v in (tuple(sorted(p)) for p in skel_est | skel_tru))
     common = [e for e in est if frozenset(e) in skel_tru]
+    nodes = {n for e in est | tru for n in e}
+    class_est, class_tru = cpdag(est, nodes), cpdag(tru, nodes)
+    cpdag_shd = sum(class_est.get(p, "absent") != class_tru.get(p, "absent")
+                    for p in skel_est | skel_tru)
+    found = skel_est & skel_tru
     return {
         "shd": int(shd),
-        "skeleton_precision": len(skel_est & skel_tru) / len(skel_est) if skel_est else float("nan"),
-        "skeleton_recall": len(skel_est & skel_tru) / len(skel_tru) if skel_tru else float("nan"),
+        "cpdag_shd": int(cpdag_shd),
+        "skeleton_precision": len(found) / len(skel_est) if skel_est else float("nan"),
+        "skeleton_recall": len(found) / len(skel_tru) if skel_tru else float("nan"),
         "orientation_accuracy": (sum(e in tru for e in common) / len(common)
                                  if common else float("nan")),
+        "cpdag_orientation_accuracy": (sum(class_est[p] == class_tru[p] for p in found)
+                                       / len(found) if found else float("nan")),
         "n_learned": len(est),
         "n_true": len(tru),
     }
@@ -460,19 +554,29 @@ def learn_structure(table: NodeTable | pd.DataFrame,
         knowledge = ExpertKnowledge.from_blocks(table.blocks)
     base = knowledge if knowledge is not None else ExpertKnowledge()
     full = base.merged(forbidden=kind_constraints(table.kinds))
+    if table.vector_nodes:
+        if method not in ("hill_climb", "hc", "hillclimb"):
+            raise GraphError(f"method {method!r} needs one column per node, but the node table "
+                             f"summarises blocks {sorted(table.vector_nodes)} by several "
+                             "components; build it with build_node_table(..., latent_dim=1)")
+        params = dict(params, vector_nodes=table.vector_nodes)
+    if table.data.isna().any().any():
+        params.setdefault("impute", True)      # build_node_table(missing="impute") left NaN
     learner = make_learner(method, knowledge=full, **params)
     if not bootstrap:
-        dag = learner.fit(table.data).causal_graph_
-        return dag_to_graph(dag, table)
-    from bayesrad.graph.bootstrap import bootstrap_structure
+        graph = dag_to_graph(learner.fit(table.data).causal_graph_, table)
+    else:
+        from bayesrad.graph.bootstrap import bootstrap_structure
 
-    result = bootstrap_structure(table.data, learner, n_bootstrap=int(bootstrap), seed=seed,
-                                 n_jobs=n_jobs, client=client)
-    dag = result.averaged_dag(threshold=threshold)
-    graph = dag_to_graph(dag, table, result.confidence())
-    graph.bootstrap_ = result
+        result = bootstrap_structure(table.data, learner, n_bootstrap=int(bootstrap),
+                                     seed=seed, n_jobs=n_jobs, client=client)
+        graph = dag_to_graph(result.averaged_dag(threshold=threshold), table,
+                             result.confidence())
+        graph.bootstrap_ = result
+    graph.knowledge = knowledge
     return graph
 
 
-__all__ = ["HillClimbLearner", "PCLearner", "GLMResidualiser", "learn_structure", "enforce_knowledge",
-           "prepare_table", "make_learner", "compare_graphs", "edge_table", "kind_constraints", "dag_to_graph", "METHODS"]
+__all__ = ["HillClimbLearner", "PCLearner", "GLMResidualiser", "learn_structure",
+           "enforce_knowledge", "prepare_table", "make_learner", "make_score", "node_names",
+           "compare_graphs", "cpdag", "edge_table", "kind_constraints", "dag_to_graph", "METHODS"]

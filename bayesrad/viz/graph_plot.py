@@ -51,7 +51,8 @@ def plot_graph(graph, ax=None, knowledge=None, min_width: float = 0.6,
     ----------
     graph : bayesrad ``Graph`` (edge confidence, if any, sets the widths).
     ax : matplotlib Axes to draw into (a new figure when ``None``).
-    knowledge : ``ExpertKnowledge`` whose tiers set the columns of the layout.
+    knowledge : ``ExpertKnowledge`` whose tiers set the columns of the layout (default: the
+        knowledge the graph carries, ``graph.knowledge``).
     min_width, max_width : edge line widths (points) at probability 0 and 1.
     title : axes title.
     colours : ``{block: colour}`` overrides of ``BLOCK_COLOURS``.
@@ -66,6 +67,8 @@ def plot_graph(graph, ax=None, knowledge=None, min_width: float = 0.6,
     if not hasattr(graph, "to_networkx"):
         raise GraphError(f"plot_graph takes a bayesrad Graph (got {type(graph).__name__})")
     g = graph.to_networkx()
+    if knowledge is None:
+        knowledge = getattr(graph, "knowledge", None)
     if ax is None:
         width = 2.2 * (1 + len(list(nx.topological_generations(g)))) if len(g) else 4
         fig, ax = plt.subplots(figsize=(min(max(width, 6), 18), max(4, 0.6 * len(g))))

@@ -17,8 +17,9 @@ from bayesrad.errors import GraphError, KnowledgeError
 from bayesrad.graph.bootstrap import bootstrap_structure, scutari_threshold
 from bayesrad.graph.graph import Graph
 from bayesrad.graph.knowledge import ExpertKnowledge
-from bayesrad.graph.node_table import build_node_table, survival_residual, table_from_frame
-from bayesrad.graph.structure import (HillClimbLearner, PCLearner, compare_graphs,
+from bayesrad.graph.node_table import (build_node_table, impute_numeric, survival_residual,
+                                       table_from_frame)
+from bayesrad.graph.structure import (HillClimbLearner, PCLearner, compare_graphs, cpdag,
                                       edge_table, enforce_knowledge, learn_structure)
 
 
@@ -107,28 +108,16 @@ def test_hill_climb_recovers_a_linear_gaussian_dag_with_tiers():
     assert HillClimbLearner().fit(data).score_ == "bic-g"
 
 
-def test_fast_gaussian_bic_equals_pgmpy_bic_g():
-    from pgmpy.structure_score import get_scoring_method
-
-    from bayesrad.graph.structure import _gaussian_bic_class
-
-    data = linear_gaussian(MIXED_EDGES, n=150, seed=8)
-    ours = _gaussian_bic_class()(data)
-    theirs = get_scoring_method("bic-g", data)
-    for variable, parents in [("a", ()), ("e", ("c", "d")), ("b", ("a", "c", "e"))]:
-        assert ours.local_score(variable, parents) == pytest.approx(
-            theirs.local_score(variable, parents), rel=1e-9)
-    fast = HillClimbLearner().fit(data).causal_graph_
-    slow = HillClimbLearner(score="bic-g-pgmpy").fit(data).causal_graph_
-    assert sorted(fast.edges) == sorted(slow.edges)
-
-
-def test_mixed_data_uses_conditional_gaussian_score(mixed_data):
+def test_mixed_data_uses_the_glm_score_and_bic_cg_stays_available(mixed_data):
     learner = HillClimbLearner().fit(mixed_data)
-    assert learner.score_ == "bic-cg"
+    assert learner.score_ == "bic-glm"
     found = {frozenset(e) for e in learner.causal_graph_.edges}
     assert len(found & {frozenset(e) for e in MIXED_EDGES}) >= 4
     assert list(learner.feature_names_in_) == sorted(mixed_data.columns)
+    cg = HillClimbLearner(score="bic-cg").fit(mixed_data)
+    assert cg.score_ == "bic-cg" and nx.is_directed_acyclic_graph(cg.causal_graph_)
+    with pytest.raises(GraphError, match="unknown structure score"):
+        HillClimbLearner(score="no-such-score").fit(mixed_data)
 
 
 def test_pc_with_mixed_test_finds_the_skeleton(mixed_data):
@@ -282,14 +271,26 @@ def test_node_table_summarises_blocks_and_types_columns():
     outcome = pd.DataFrame({"os": rng.exponential(500, n) + 1,
                             "os_event": rng.integers(0, 2, n).astype(float)}, index=ids)
     table = build_node_table({"clinical": clinical, "radiomics": radiomics, "outcome": outcome})
-    assert list(table.data.columns) == ["age_years", "sex_male", "histology", "radiomics", "os"]
-    assert table.dropped_patients == ["p003"]
+    assert list(table.data.columns) == ["age_years", "sex_male", "histology", "radiomics[0]",
+                                        "radiomics[1]", "os"]
+    assert table.nodes == ["age_years", "sex_male", "histology", "radiomics", "os"]
+    assert table.vector_nodes == {"radiomics": ["radiomics[0]", "radiomics[1]"]}
+    # p003's missing age stays NaN for the search to impute; complete cases would drop it
+    assert table.dropped_patients == [] and table.imputed_patients == ["p003"]
+    assert np.isnan(table.data.loc["p003", "age_years"])
+    complete = build_node_table({"clinical": clinical, "radiomics": radiomics,
+                                 "outcome": outcome}, missing="drop")
+    assert complete.dropped_patients == ["p003"] and complete.imputed_patients == []
     assert table.kinds == {"age_years": "continuous", "sex_male": "binary",
                            "histology": "categorical", "radiomics": "latent", "os": "survival"}
     assert table.specs["os"].event == "os_event"
     assert table.specs["radiomics"].columns == list(radiomics.columns)
-    score = table.data["radiomics"]
-    assert abs(np.corrcoef(score, factor[np.arange(n) != 3])[0, 1]) > 0.95
+    assert table.specs["radiomics"].latent_dim == 2
+    assert table.loadings["radiomics"].shape == (14, 2)
+    score = table.data["radiomics[0]"]
+    assert abs(np.corrcoef(score, factor)[0, 1]) > 0.95
+    assert list(build_node_table({"radiomics": radiomics}, latent_dim=1).data.columns) == [
+        "radiomics"]
     assert isinstance(table.data["histology"].dtype, pd.CategoricalDtype)
     # Survival nodes are sinks in a bayesrad Graph: learning must not give them children.
     graph = learn_structure(table)
@@ -315,13 +316,13 @@ def test_simulated_radiotherapy_cohort_under_tiers():
     sim = bayesrad.simulate("radiotherapy", n_patients=400, seed=0)
     table = build_node_table(sim.cohort)
     truth = sim.truth.graph
-    assert set(table.data.columns) == set(truth.nodes)
+    assert set(table.nodes) == set(truth.nodes)
     knowledge = ExpertKnowledge.from_blocks(
         table.blocks, node_tiers={n: "demographics" for n in ("age_years", "sex_male", "centre")})
     # The default block tiers describe the simulator's causal order: the truth respects them.
     assert knowledge.violations(truth.edges) == []
     learned = learn_structure(table, knowledge=knowledge)
-    assert knowledge.violations(learned.edges, nodes=table.data.columns) == []
+    assert knowledge.violations(learned.edges, nodes=table.nodes) == []
     assert learned.children("overall_survival") == []
     true_edges = set(truth.edges)
     found = [(u, v) for u, v in learned.edges if (u, v) in true_edges or (v, u) in true_edges]
@@ -347,3 +348,112 @@ def test_plot_graph_widths_follow_confidence():
     assert fig.edge_widths[("dose", "control")] > fig.edge_widths[("stage", "dose")]
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend == ["clinical", "dosimetry", "outcome"]
+
+
+def test_cpdag_metrics_ignore_directions_a_score_cannot_see():
+    chain = [("a", "b"), ("b", "c")]
+    reversed_chain = [("c", "b"), ("b", "a")]
+    metrics = compare_graphs(reversed_chain, chain)
+    assert metrics["shd"] == 2 and metrics["cpdag_shd"] == 0       # same equivalence class
+    assert metrics["orientation_accuracy"] == 0.0
+    assert metrics["cpdag_orientation_accuracy"] == 1.0
+    collider = [("a", "b"), ("c", "b")]
+    metrics = compare_graphs(chain, collider)
+    assert metrics["shd"] == 1 and metrics["cpdag_shd"] == 2       # the v-structure is lost
+    assert cpdag(collider) == {frozenset("ab"): ("a", "b"), frozenset("bc"): ("c", "b")}
+
+
+def test_vector_nodes_are_one_node_in_search_bootstrap_and_graph():
+    rng = np.random.default_rng(11)
+    n = 300
+    a = rng.normal(size=n)
+    z = np.column_stack([a + rng.normal(size=n), rng.normal(size=n)])
+    frame = pd.DataFrame({"a": a, "z[0]": z[:, 0], "z[1]": z[:, 1],
+                          "b": z[:, 1] + 0.5 * rng.normal(size=n),
+                          "noise": rng.normal(size=n)})
+    vector = {"z": ["z[0]", "z[1]"]}
+    learner = HillClimbLearner(vector_nodes=vector,
+                               knowledge=ExpertKnowledge(tiers=[["a"], ["z"], ["b", "noise"]]))
+    dag = learner.fit(frame).causal_graph_
+    assert learner.nodes_ == ["a", "b", "noise", "z"] and learner.score_ == "bic-glm"
+    assert {("a", "z"), ("z", "b")} <= set(dag.edges)
+    assert not dag.has_edge("a", "b")                   # z screens a off from b
+    boot = bootstrap_structure(frame, learner, n_bootstrap=4, seed=0)
+    assert boot.nodes == ["a", "b", "noise", "z"]
+    assert boot.edge_probability().loc["z", "b"] == 1.0
+    with pytest.raises(GraphError, match="vector nodes"):
+        HillClimbLearner(score="bic-cg", vector_nodes=vector).fit(frame)
+    with pytest.raises(GraphError, match="not in the data"):
+        HillClimbLearner(vector_nodes={"z": ["z[0]", "z[9]"]}).fit(frame)
+
+
+def test_learned_graph_carries_its_knowledge_through_yaml(tmp_path):
+    data = linear_gaussian([("a", "b"), ("b", "c")], n=200, seed=12)
+    knowledge = ExpertKnowledge(tiers={"early": ["a"], "late": ["b", "c"]},
+                                forbidden=[("c", "b")])
+    graph = learn_structure(data, knowledge=knowledge)
+    assert graph.knowledge == knowledge
+    graph.to_yaml(tmp_path / "g.yaml")
+    back = Graph.from_yaml(tmp_path / "g.yaml")
+    assert back.knowledge == knowledge and back == graph
+
+
+def test_pc_refuses_a_table_with_vector_nodes():
+    rng = np.random.default_rng(13)
+    ids = pd.Index([f"p{i}" for i in range(80)], name="patient_id")
+    radiomics = pd.DataFrame(rng.normal(size=(80, 12)), index=ids,
+                             columns=[f"f{j}" for j in range(12)])
+    clinical = pd.DataFrame({"age": rng.normal(size=80)}, index=ids)
+    table = build_node_table({"clinical": clinical, "radiomics": radiomics})
+    with pytest.raises(GraphError, match="latent_dim=1"):
+        learn_structure(table, method="pc")
+    one = build_node_table({"clinical": clinical, "radiomics": radiomics}, latent_dim=1)
+    assert learn_structure(one, method="pc", ci_test="pearsonr").nodes == ["age", "radiomics"]
+
+
+def test_expression_summary_follows_biology_not_library_size():
+    """Counts of two gene modules under patient library sizes varying 4-fold: after
+    median-of-ratios normalisation the two components span the module factors."""
+    rng = np.random.default_rng(14)
+    n, genes = 200, 60
+    factors = rng.normal(size=(n, 2))
+    module = np.repeat([0, 1, -1], genes // 3)
+    loading = np.where(module[None, :] >= 0, 0.7, 0.0)
+    log_mean = np.log(200.0) + loading * factors[:, np.clip(module, 0, 1)]
+    size = np.exp(rng.normal(0.0, 0.7, n))
+    counts = rng.poisson(size[:, None] * np.exp(log_mean))
+    ids = pd.Index([f"p{i}" for i in range(n)], name="patient_id")
+    expression = pd.DataFrame(counts, index=ids, columns=[f"g{j}" for j in range(genes)])
+    cohort = bayesrad.Cohort({"genes": expression},
+                             schema={"genes": {g: "count" for g in expression.columns}})
+    table = build_node_table(cohort)
+    components = table.data[table.vector_nodes["genes"]].to_numpy()
+    design = np.column_stack([np.ones(n), components])
+    for j in range(2):
+        fit = np.linalg.lstsq(design, factors[:, j], rcond=None)[0]
+        r2 = 1 - np.var(factors[:, j] - design @ fit) / np.var(factors[:, j])
+        assert r2 > 0.9
+    assert abs(np.corrcoef(components[:, 0], np.log(size))[0, 1]) < 0.3
+
+
+def test_missing_numeric_values_are_drawn_not_averaged_and_redrawn_per_resample():
+    rng = np.random.default_rng(15)
+    n = 600
+    x = rng.normal(size=n)
+    y = 0.8 * x + 0.6 * rng.normal(size=n)            # residual sd 0.6
+    group = pd.Categorical(rng.choice(["a", "b"], n))
+    frame = pd.DataFrame({"x": x, "y": y, "group": group})
+    hidden = rng.random(n) < 0.3
+    frame.loc[hidden, "y"] = np.nan
+    filled = impute_numeric(frame, seed=0)
+    assert not filled["y"].isna().any()
+    assert (filled.loc[~hidden, "y"] == frame.loc[~hidden, "y"]).all()
+    residual = filled.loc[hidden, "y"] - 0.8 * x[hidden]
+    assert abs(residual.mean()) < 0.1
+    assert 0.5 < residual.std() < 0.7                     # the conditional spread is kept
+    with pytest.raises(GraphError, match="'y'"):
+        HillClimbLearner().fit(frame)
+    learned = HillClimbLearner(impute=True).fit(frame).causal_graph_
+    assert {frozenset(e) for e in learned.edges} == {frozenset(("x", "y"))}
+    boot = bootstrap_structure(frame, HillClimbLearner(impute=True), n_bootstrap=4, seed=1)
+    assert boot.strength().set_index(["from", "to"]).loc[("x", "y"), "strength"] == 1.0
