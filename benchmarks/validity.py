@@ -202,7 +202,7 @@ def check_sbc(quick: bool) -> dict:
     replicates = 20 if quick else 100
     result = simulation_based_calibration(graph, template, n_replicates=replicates, n_draws=99,
                                           n_bins=5 if quick else 10, seed=0, num_steps=400,
-                                          learning_rate=0.05, jit=False, num_threads=1)
+                                          learning_rate=0.05, num_threads=1)
     return {"n_replicates": replicates, "min_p_value": result.min_p_value,
             "rejected_at_0.01": bool(result.min_p_value < 0.01),
             "p_values": result.tests["p_value"].to_dict()}

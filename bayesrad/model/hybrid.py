@@ -17,7 +17,7 @@ from bayesrad.graph.graph import Graph
 from bayesrad.model.compile import (Backend, Layout, design_arrays, local_pass, make_model,
                                     node_dist, weibull_loglik)
 from bayesrad.model.design import Design, Preprocessor, _level_numbers, blocks_of
-from bayesrad.model.guide import GlobalPosterior, make_guide
+from bayesrad.model.guide import GlobalPosterior
 
 QUANTILES = {"q025": 0.025, "q05": 0.05, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q95": 0.95,
              "q975": 0.975}
@@ -32,11 +32,11 @@ class HybridBN:
     ----------
     graph : the ``Graph`` (node kinds, edges, prior overrides).
     method : ``"svi"`` (Pyro, CPU or CUDA) or ``"nuts"`` (NumPyro reference posterior).
-    guide : ``"normal"`` (mean-field over the unconstrained globals; default) or
-        ``"lowrank"`` (diagonal plus a rank-10 factor). On the VI-vs-NUTS check the
-        mean-field guide gave posterior-sd ratios 0.89-1.0 while the low-rank one inflated
-        them to 1.2-1.6 (its factor does not shrink back from its random start under
-        single-particle gradients), hence the default.
+    guide : the family of q over the unconstrained globals (``GlobalPosterior``):
+        ``"block"`` (default; full covariance within each node's parameters), ``"normal"``
+        (mean-field) or ``"lowrank"`` (diagonal plus a rank-10 factor; on the
+        radiotherapy graph its factor did not shrink back from its random start and
+        inflated the latents' posterior sds 2-3x over NUTS's).
     num_steps : maximum SVI steps per restart.
     learning_rate : initial ClippedAdam step size; it decays geometrically to
         ``learning_rate * lr_decay`` at ``num_steps``.
@@ -53,19 +53,19 @@ class HybridBN:
     seed : seed of every random draw (same seed on CPU -> identical fit and predictions).
     device : ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
     progress : show a tqdm progress bar while fitting.
-    jit : compile the ELBO with the PyTorch JIT (about 2x faster steps for a few seconds of
-        tracing; the Python-bound Pyro step is the bottleneck of small graphs).
+    num_particles : ELBO particles per step, drawn in one vectorised pass (``svi.py``): more
+        particles, less gradient noise for little more time per step.
     num_threads : torch intra-op threads used while fitting and predicting (restored after);
         ``None`` leaves torch's setting. Small graphs are dominated by per-op overhead, where
         one thread is fastest (22 ms vs 420 ms per step measured on a loaded 2-core machine).
     """
 
-    def __init__(self, graph: Graph, method: str = "svi", guide: str = "normal",
+    def __init__(self, graph: Graph, method: str = "svi", guide: str = "block",
                  num_steps: int = 3000, learning_rate: float = 0.03, lr_decay: float = 0.01,
                  batch_size: int | None = None, n_restarts: int = 1, tol: float = 1e-4,
                  min_steps: int = 500, num_warmup: int = 500, num_samples: int = 500,
                  num_chains: int = 2, n_samples: int = 1000, seed: int = 0,
-                 device: str = "auto", progress: bool = False, jit: bool = True,
+                 device: str = "auto", progress: bool = False, num_particles: int = 1,
                  num_threads: int | None = None):
         self.graph = graph
         self.method = method
@@ -84,7 +84,7 @@ class HybridBN:
         self.seed = seed
         self.device = device
         self.progress = progress
-        self.jit = jit
+        self.num_particles = num_particles
         self.num_threads = num_threads
 
     # ------------------------------------------------------------------ fitting
@@ -138,36 +138,34 @@ class HybridBN:
 
     def _fit_svi(self, design: Design) -> None:
         import pyro
-        from pyro.infer import (SVI, JitTrace_ELBO, JitTraceEnum_ELBO, Trace_ELBO,
-                                TraceEnum_ELBO)
-        from pyro.optim import ClippedAdam
+        from pyro.optim.clipped_adam import ClippedAdam
+
+        from bayesrad.model.svi import Objective
 
         layout = self.layout_
         n = design.n
         batch = self.batch_size or (None if n <= 2048 else _DEFAULT_BATCH)
         batch = None if batch is not None and batch >= n else batch
         family = self.guide
-        if family not in ("normal", "lowrank"):
-            raise ModelError(f"guide must be 'normal' or 'lowrank' (got {family!r})")
-        be = Backend("pyro")
-        data = design_arrays(layout, design, be, dtype=torch.float32, device=self.device_)
-        model = make_model(layout, be, n, batch)
-        enumerated = any(layout.kind[c] != "continuous" for c in layout.impute)
+        if family not in ("block", "normal", "lowrank"):
+            raise ModelError(f"guide must be 'block', 'normal' or 'lowrank' (got {family!r})")
+        if self.num_particles < 1:
+            raise ModelError(f"num_particles must be at least 1 (got {self.num_particles})")
+        data = design_arrays(layout, design, Backend("pyro"), dtype=torch.float32,
+                             device=self.device_)
         best = None
         for restart in range(self.n_restarts):
-            pyro.clear_param_store()
             pyro.set_rng_seed(self.seed + 1000 * restart)
             posterior = GlobalPosterior(layout, family).to(self.device_)
             _initialise(posterior, layout, design)
-            guide = make_guide(layout, posterior, n, batch)
+            objective = Objective(layout, posterior, data, self.num_particles, batch)
+            # the distributions check their arguments and supports on the first evaluation;
+            # on every step those checks would cost more than the arithmetic of small graphs
+            with pyro.validation_enabled(True), torch.no_grad():
+                objective()
             decay = self.lr_decay ** (1.0 / max(self.num_steps, 1))
-            optim = ClippedAdam({"lr": self.learning_rate, "lrd": decay, "clip_norm": 10.0})
-            if enumerated:
-                loss = (JitTraceEnum_ELBO(max_plate_nesting=1, ignore_jit_warnings=True)
-                        if self.jit else TraceEnum_ELBO(max_plate_nesting=1))
-            else:
-                loss = JitTrace_ELBO(ignore_jit_warnings=True) if self.jit else Trace_ELBO()
-            svi = SVI(model, guide, optim, loss=loss)
+            optim = ClippedAdam(posterior.parameters(), lr=self.learning_rate, lrd=decay,
+                                clip_norm=10.0)
             history, smoothed, converged = [], None, False
             steps = range(self.num_steps)
             if self.progress:
@@ -175,23 +173,25 @@ class HybridBN:
 
                 steps = tqdm(steps, desc=f"SVI restart {restart + 1}/{self.n_restarts}")
             window_start = None
-            for step in steps:
-                # shape checks on every step cost more than the arithmetic of small graphs;
-                # the first step runs them (validation stays on), later ones skip them
-                with pyro.validation_enabled(step == 0):
-                    value = svi.step(data) / n
-                if not math.isfinite(value):
-                    raise ModelError(
-                        f"the ELBO became {value} at step {step}; lower learning_rate (now "
-                        f"{self.learning_rate}) or check the data for extreme values")
-                history.append(value)
-                smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
-                if step % 100 == 0:
-                    if (window_start is not None and step >= self.min_steps
-                            and abs(window_start - smoothed) < self.tol * (1.0 + abs(smoothed))):
-                        converged = True
-                        break
-                    window_start = smoothed
+            with pyro.validation_enabled(False):
+                for step in steps:
+                    optim.zero_grad()
+                    loss = objective()
+                    loss.backward()
+                    optim.step()
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise ModelError(
+                            f"the ELBO became {value} at step {step}; lower learning_rate (now "
+                            f"{self.learning_rate}) or check the data for extreme values")
+                    history.append(value)
+                    smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+                    if step % 100 == 0:
+                        if (window_start is not None and step >= self.min_steps
+                                and abs(window_start - smoothed) < self.tol * (1.0 + abs(smoothed))):
+                            converged = True
+                            break
+                        window_start = smoothed
             final = float(np.mean(history[-50:]))
             if best is None or final < best[0]:
                 best = (final, posterior, history, converged)

@@ -38,7 +38,7 @@ def test_prior_simulation_follows_the_drawn_parameters():
 def test_sbc_ranks_uniform():
     result = simulation_based_calibration(
         _graph(), _template(), n_replicates=20, n_draws=99, n_bins=5, seed=0,
-        num_steps=400, learning_rate=0.05, jit=False, num_threads=1)
+        num_steps=400, learning_rate=0.05, num_threads=1)
     assert result.ranks.shape == (20, 7)
     assert result.ranks.to_numpy().min() >= 0 and result.ranks.to_numpy().max() <= 99
     assert result.min_p_value > 0.01, result.tests
