@@ -191,6 +191,50 @@ def make_guide(layout: Layout, posterior: GlobalPosterior, n_patients: int,
     return guide
 
 
+def _precision_normal():
+    """The class ``PrecisionNormal`` (built on first use: pyro is imported lazily)."""
+    import pyro.distributions as dist
+    from torch.distributions import constraints
+
+    class PrecisionNormal(dist.TorchDistribution):
+        """N(loc, precision^-1) through the Cholesky factor L of the precision: a draw is
+        loc + L^-T eps (one triangular solve) and the log-density needs no solve at all;
+        torch's ``MultivariateNormal(precision_matrix=...)`` inverts the precision first
+        and solves again for every log-density."""
+
+        arg_constraints = {}
+        support = constraints.real_vector
+        has_rsample = True
+
+        def __init__(self, loc, precision_matrix, precision_tril=None):
+            batch = torch.broadcast_shapes(loc.shape[:-1], precision_matrix.shape[:-2])
+            k = loc.shape[-1]
+            self.loc = loc.expand(batch + (k,))
+            self.precision_matrix = precision_matrix.expand(batch + (k, k))
+            if precision_tril is None:
+                precision_tril = torch.linalg.cholesky(self.precision_matrix)
+            self._tril = precision_tril.expand(batch + (k, k))
+            super().__init__(batch, (k,), validate_args=False)
+
+        @property
+        def mean(self):
+            return self.loc
+
+        def rsample(self, sample_shape=torch.Size()):
+            eps = torch.randn(self._extended_shape(sample_shape), dtype=self.loc.dtype,
+                              device=self.loc.device)
+            step = torch.linalg.solve_triangular(self._tril.mT, eps[..., None], upper=True)
+            return self.loc + step[..., 0]
+
+        def log_prob(self, value):
+            w = (self._tril.mT @ (value - self.loc)[..., None])[..., 0]
+            half_log_det = torch.diagonal(self._tril, dim1=-2, dim2=-1).log().sum(-1)
+            k = self.loc.shape[-1]
+            return -0.5 * (w ** 2).sum(-1) + half_log_det - 0.5 * k * math.log(2 * math.pi)
+
+    return PrecisionNormal
+
+
 # Newton steps of the Laplace view of non-Gaussian children (from the exact Gaussian part).
 NEWTON_STEPS = 2
 
@@ -213,6 +257,7 @@ def local_guide(layout: Layout, g: dict, d: dict, be: Backend, draw, newton_step
     encoding.
     """
     like = d["one"]
+    PrecisionNormal = _precision_normal()
     codes = {c: be.xp.where(d[f"m:{c}"], d[f"x:{c}"], -1) for c in layout.order
              if layout.kind[c] == "group"}
     blocks = {c: column_information(layout, c, g, d[f"x:{c}"], d[f"m:{c}"], be, like)
@@ -230,15 +275,15 @@ def local_guide(layout: Layout, g: dict, d: dict, be: Backend, draw, newton_step
         if kind == "latent":
             prec, info = blocks[c]
             prec = be.eye(layout.latent_dim[c], like) + prec
-            mean, prec = _add_children(layout, c, g, enc, point, codes, blocks, d, be, prec,
-                                       eta + info, None, newton_steps)
-            enc[c] = draw(c, be.dist.MultivariateNormal(mean, precision_matrix=prec))
+            mean, prec, tril = _add_children(layout, c, g, enc, point, codes, blocks, d, be, prec,
+                                             eta + info, None, newton_steps)
+            enc[c] = draw(c, PrecisionNormal(mean, prec, tril))
         elif kind == "continuous":
             sd = g[f"{c}.sd"][..., None]
             prec = (sd ** -2.0 + 0.0 * eta[..., 0])[..., None, None]
             missing = be.to_float(~m, like)
-            mean, prec = _add_children(layout, c, g, enc, point, codes, blocks, d, be, prec,
-                                       eta * sd[..., None] ** -2.0, missing, newton_steps)
+            mean, prec, _ = _add_children(layout, c, g, enc, point, codes, blocks, d, be, prec,
+                                          eta * sd[..., None] ** -2.0, missing, newton_steps)
             # observed patients keep the model's own conditional, so that their (unused)
             # imputation site cancels exactly between model and guide
             loc = be.xp.where(m, eta[..., 0], mean[..., 0])
@@ -270,7 +315,7 @@ def _point_encodings(layout: Layout, g: dict, d: dict, be: Backend, codes: dict,
         if kind == "latent":
             prec, info = blocks[c]
             prec = be.eye(layout.latent_dim[c], like) + prec
-            point[c] = be.xp.linalg.solve(prec, (eta + info)[..., None])[..., 0]
+            point[c] = _solve(prec, eta + info)[0]
         elif kind == "continuous":
             point[c] = encode(layout, c, be.xp.where(m, x, eta[..., 0]), be, like)
         else:
@@ -282,7 +327,8 @@ def _add_children(layout, c, g, enc, point, codes, blocks, d, be, prec, info, we
                   newton_steps):
     """Gaussian q of node ``c``'s encoding (..., n, k): prior/block information ``prec``
     (..., n, k, k) and ``info`` (..., n, k) plus its children's, per patient scaled by
-    ``weight`` (n,) (``None``: 1). Returns (mean, precision)."""
+    ``weight`` (n,) (``None``: 1). Returns (mean, precision, Cholesky factor of the
+    precision)."""
     like = d["one"]
     exact, laplace = [], []
     for child in layout.graph.children(c):
@@ -312,11 +358,18 @@ def _add_children(layout, c, g, enc, point, codes, blocks, d, be, prec, info, we
     zero = 0.0 * info
     q_prec, q_info = information(exact, zero)
     prec, info = prec + q_prec, info + q_info
-    mean = be.xp.linalg.solve(prec, info[..., None])[..., 0]
+    mean, tril = _solve(prec, info)
     if not laplace or newton_steps < 1:
-        return mean, prec
+        return mean, prec, tril
     for _ in range(newton_steps):
         l_prec, l_info = information(laplace, mean)
         step_prec = prec + l_prec
-        mean = be.xp.linalg.solve(step_prec, (info + l_info)[..., None])[..., 0]
-    return mean, 0.5 * (step_prec + be.mT(step_prec))
+        mean, tril = _solve(step_prec, info + l_info)
+    return mean, step_prec, tril
+
+
+def _solve(prec, info):
+    """prec^-1 info through the Cholesky factor of the (symmetric positive definite) prec;
+    returns (solution (..., k), factor (..., k, k))."""
+    tril = torch.linalg.cholesky(prec)
+    return torch.cholesky_solve(info[..., None], tril)[..., 0], tril

@@ -153,3 +153,25 @@ def test_guide_runs_under_svi_with_every_child_kind():
     sites = _guide_q(layout, be, d, g, newton_steps=2)
     assert torch.isfinite(sites["z"].mean).all()
     assert torch.isfinite(torch.linalg.cholesky(sites["z"].precision_matrix)).all()
+
+
+@pytest.mark.parametrize("pattern", ["whole_rows", "scattered"])
+def test_block_likelihood_equals_the_columnwise_normal_density(pattern):
+    """The factor likelihood from (P, r) sums equals sum_j log N(x_j; mu_j + L_j . z, sd_j^2)
+    over observed columns, with leading sample dimensions, for both ways of forming P."""
+    from bayesrad.model.compile import block_loglik
+
+    layout, be, d, g = _setup(["y_cont"], n=8, seed=4)
+    rng = np.random.default_rng(4)
+    x, m = d["x:z"].clone(), d["m:z"].clone()
+    if pattern == "scattered":
+        m = m & torch.as_tensor(rng.random(tuple(m.shape)) < 0.7)
+        x = torch.where(m, x, 0.0)
+    torch.manual_seed(4)
+    draws = {k: torch.stack([v, v * 1.1 + 0.05]) for k, v in g.items()}   # two samples
+    z = torch.randn(2, 8, 2, dtype=torch.float64)
+    loc = draws["z.col_mean"][:, None, :] + z @ layout.loadings(draws, "z", be)
+    direct = torch.distributions.Normal(loc, draws["z.col_sd"][:, None, :]).log_prob(x)
+    expected = torch.where(m, direct, 0.0).sum(-1)
+    got = block_loglik(layout, "z", draws, z, x, m, be, d["one"])
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
