@@ -65,18 +65,19 @@ class GlobalPosterior(torch.nn.Module):
             self.cov_factor = torch.nn.Parameter(
                 _INIT_SCALE * torch.randn(dim, rank, generator=generator) / math.sqrt(rank))
         elif family == "block":
-            self.block_index = [torch.as_tensor(index) for index in _node_blocks(layout)]
+            blocks = _node_blocks(layout)
+            for i, index in enumerate(blocks):
+                self.register_buffer(f"_block_index_{i}", torch.as_tensor(index), persistent=False)
             # a zero M is mean-field, and not a stationary point: the gradient of M is the
             # posterior correlation the mean-field start misses
             self.block_factors = torch.nn.ParameterList(
-                [torch.nn.Parameter(torch.zeros(len(index), len(index)))
-                 for index in self.block_index])
+                [torch.nn.Parameter(torch.zeros(len(index), len(index))) for index in blocks])
 
     def _correlate(self, eps: torch.Tensor) -> torch.Tensor:
         """(I + M) eps for standard-normal draws eps (..., D)."""
         out = eps
-        for index, factor in zip(self.block_index, self.block_factors):
-            index = index.to(eps.device)
+        for i, factor in enumerate(self.block_factors):
+            index = getattr(self, f"_block_index_{i}")
             lower = torch.tril(factor, -1)
             out = out.index_add(-1, index, eps[..., index] @ lower.T)
         return out
