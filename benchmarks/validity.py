@@ -21,6 +21,7 @@ import pandas as pd
 
 from bayesrad.data.simulate import simulate
 from bayesrad.evaluate import auc, concordance, coverage, ece, survival_calibration
+from bayesrad.evaluate.recovery import recovery, true_coefficients
 from bayesrad.evaluate.sbc import simulation_based_calibration
 from bayesrad.graph.graph import Graph, NodeSpec
 from bayesrad.model import HybridBN
@@ -41,17 +42,6 @@ def _split(cohort, n_train):
     return train, test
 
 
-def _truth_coefficients(parameters):
-    out = {}
-    for (parent, child), value in parameters["coef"].items():
-        if isinstance(value, list):
-            for level, v in zip(parameters["levels"][child][1:], value[1:]):
-                out[(parent, f"{child}[{level}]")] = float(v)
-        else:
-            out[(parent, child)] = float(value)
-    return out
-
-
 def _fit(graph, blocks, steps, seed=0):
     return HybridBN(graph, num_steps=steps, learning_rate=0.03, seed=seed, num_threads=1,
                     n_samples=1000, tol=1e-5).fit(blocks)
@@ -64,19 +54,20 @@ def check_recovery_and_calibration(steps: int) -> dict:
     start = time.perf_counter()
     model = _fit(graph, train, steps)
     fit_s = time.perf_counter() - start
-    coefs = model.coefficients()
-    inside = {}
-    for key, value in _truth_coefficients(sim.truth.parameters).items():
-        if "genes" in key[0] or "genes" in key[1]:
-            continue   # module axes are shuffled across genes: identified up to rotation
-        inside[f"{key[0]} -> {key[1]}"] = bool(coefs.loc[key, "q05"] <= value <= coefs.loc[key, "q95"])
-    recovery = {"rate_inside_90ci": float(np.mean(list(inside.values()))),
-                "n_coefficients": len(inside), "inside": inside, "fit_seconds": fit_s,
-                "n_steps": int(model.n_steps_), "excluded": "edges of the genes latent"}
+    # the gene modules' axes are identified only up to rotation: their edges are left out
+    table = recovery(model.coefficients(), true_coefficients(sim.truth.parameters, ("genes",)))
+    recovery_out = {
+        "rate_inside_90ci": float(table["inside"].mean()), "target": ">= 0.8",
+        "n_coefficients": len(table), "fit_seconds": fit_s, "n_steps": int(model.n_steps_),
+        "excluded": "edges of the genes latent",
+        "coefficients": {f"{p} -> {c}": {k: (bool(v) if k == "inside" else float(v))
+                                         for k, v in row.items()}
+                         for (p, c), row in table.iterrows()}}
 
     outcome = test["outcome"]
     y = outcome["local_control"]
-    pred = model.predict(test, "local_control")
+    # at baseline a patient's survival is not yet known: it is no evidence about local control
+    pred = model.predict(test, "local_control", ignore=["overall_survival"])
     oracle = sim.truth.outcome_probability.loc[y.index, "local_control"]
     covered = {}
     for node, block in (("dose_mean_gy", "dosimetry"), ("d95_gy", "dosimetry"),
@@ -85,27 +76,34 @@ def check_recovery_and_calibration(steps: int) -> dict:
         observed = test[block][node].reindex(p.index)
         keep = observed.notna()
         covered[node] = coverage(observed[keep], p["q05"][keep], p["q95"][keep])
-    calibration = {"n_test": int(len(y)), "ece": ece(y, pred["mean"]), "auc": auc(y, pred["mean"]),
-                   "auc_oracle": auc(y, oracle), "auc_gap": auc(y, oracle) - auc(y, pred["mean"]),
-                   "coverage_90": covered}
+    # ECE has a floor from the outcomes' own noise: that of the true probabilities on these
+    # patients, and its mean and sd over outcomes redrawn from them (200 draws)
+    rng = np.random.default_rng(0)
+    redrawn = [ece((rng.random(len(y)) < oracle.to_numpy()).astype(float), oracle)
+               for _ in range(200)]
+    calibration = {"n_test": int(len(y)), "ece": ece(y, pred["mean"]), "ece_oracle": ece(y, oracle),
+                   "ece_calibrated_mean_sd": [float(np.mean(redrawn)), float(np.std(redrawn))],
+                   "auc": auc(y, pred["mean"]), "auc_oracle": auc(y, oracle),
+                   "auc_gap": auc(y, oracle) - auc(y, pred["mean"]), "coverage_90": covered}
 
     follow_up = float(np.median(outcome["overall_survival"]))
     surv = model.predict(test, "overall_survival", times=[follow_up])
-    true_time = sim.truth.latents.loc[outcome.index, "overall_survival_true_time"]
-    params = sim.truth.parameters
     # the true model's risk score: its linear predictor of log time, from the truth graph
     true_c = concordance(outcome["overall_survival"], outcome["overall_survival_event"],
                          _true_log_time(sim, outcome.index))
+    # S(t) of every patient under 40 single posterior draws: the posterior sd of their mean
+    draws = np.stack([model.survival_function(test, "overall_survival", [follow_up],
+                                              n_samples=1, seed=100 + s)[:, 0]
+                      for s in range(40)])
     calib = survival_calibration(outcome["overall_survival"], outcome["overall_survival_event"],
-                                 surv[f"S@{follow_up:g}"], follow_up)
+                                 surv[f"S@{follow_up:g}"], follow_up, draws=draws)
+    calib["calibrated_at_0.01"] = bool(abs(calib["z"]) < 2.576)
     survival = {"c_index": concordance(outcome["overall_survival"],
                                        outcome["overall_survival_event"], surv["median"]),
                 "c_index_true_model": true_c, "s_at_median_follow_up": calib,
-                "median_follow_up_days": follow_up,
-                "true_time_available": bool(len(true_time))}
+                "median_follow_up_days": follow_up}
     survival["c_index_gap"] = survival["c_index_true_model"] - survival["c_index"]
-    del params
-    return {"parameter_recovery": recovery, "calibration": calibration, "survival": survival,
+    return {"parameter_recovery": recovery_out, "calibration": calibration, "survival": survival,
             "_model": model, "_test": test}
 
 
@@ -128,31 +126,55 @@ def _true_log_time(sim, index) -> pd.Series:
     return eta + centre.map(effects).astype(float)
 
 
+MISSING_DEFINITION = (
+    "Two models of the same graph, fitted with the same settings on the same 500 training "
+    "patients: 'reference' on complete imaging, 'model' with 40% of them missing imaging "
+    "(the mechanism named). auc_drop = AUC(reference) - AUC(model) on the same 2000 held-out "
+    "patients with complete data: what the missing training data cost the fit. "
+    "auc_drop_missing_test: the same on those patients with imaging missing as in training "
+    "(both models answer patients without imaging). auc_drop_vs_complete_pipeline = "
+    "AUC(reference, complete held-out) - AUC(model, held-out missing imaging): adds the "
+    "information the absent images would have given each patient, which no method recovers. "
+    "ece: the model's on the held-out patients missing imaging. The target (drop <= 0.03, "
+    "ece <= 0.06) applies to auc_drop, auc_drop_missing_test and ece.")
+
+
 def check_missing(steps: int, mechanism: str) -> dict:
     spec = {"imaging": {"rate": 0.4, "mechanism": mechanism, "depends_on": "age_years"}
             if mechanism == "MAR" else 0.4, "genes": 0.2}
     sim = simulate("radiotherapy", n_patients=N_TRAIN + N_TEST, seed=0, missing=spec)
     complete = simulate("radiotherapy", n_patients=N_TRAIN + N_TEST, seed=0,
                         missing={"genes": 0.2})
+    # the same patients and values; only the imaging blocks differ
+    pd.testing.assert_frame_equal(sim.cohort.blocks["outcome"], complete.cohort.blocks["outcome"])
     graph = Graph.from_networkx(sim.truth.graph)
     train, test = _split(sim.cohort, N_TRAIN)
-    train_complete, _ = _split(complete.cohort, N_TRAIN)
+    train_complete, test_complete = _split(complete.cohort, N_TRAIN)
     model = _fit(graph, train, steps)
     reference = _fit(graph, train_complete, steps)
     y = test["outcome"]["local_control"]
-    p = model.predict(test, "local_control")["mean"]
-    p_ref = reference.predict(test, "local_control")["mean"]
-    _, test_complete = _split(complete.cohort, N_TRAIN)
-    p_full = reference.predict(test_complete, "local_control")["mean"]
-    missing_share = 1 - len(train["radiomics"]) / N_TRAIN
-    return {"share_missing_imaging_train": missing_share, "ece": ece(y, p), "auc": auc(y, p),
-            "auc_complete_data_model_same_test": auc(y, p_ref),
-            "auc_drop": auc(y, p_ref) - auc(y, p),
-            "auc_complete_model_complete_test": auc(y, p_full),
-            "auc_drop_vs_complete_test": auc(y, p_full) - auc(y, p),
-            "note": "auc_drop compares models fitted with and without missing imaging on the "
-                    "same held-out patients; auc_drop_vs_complete_test adds the information "
-                    "the missing images would have given at prediction time"}
+
+    def predicted(fitted, blocks):
+        return fitted.predict(blocks, "local_control",
+                              ignore=["overall_survival"])["mean"].reindex(y.index)
+
+    p_model, p_ref = predicted(model, test), predicted(reference, test)
+    p_model_full, p_ref_full = predicted(model, test_complete), predicted(reference, test_complete)
+    test_ids = set(y.index)
+    out = {"definition": MISSING_DEFINITION,
+           "share_missing_imaging_train": 1 - len(train["radiomics"]) / N_TRAIN,
+           "share_missing_imaging_test": 1 - len(set(test["radiomics"].index) & test_ids) / len(y),
+           "auc_reference_complete_test": auc(y, p_ref_full),
+           "auc_model_complete_test": auc(y, p_model_full),
+           "auc_drop": auc(y, p_ref_full) - auc(y, p_model_full),
+           "auc_reference_missing_test": auc(y, p_ref), "auc_model_missing_test": auc(y, p_model),
+           "auc_drop_missing_test": auc(y, p_ref) - auc(y, p_model),
+           "auc_drop_vs_complete_pipeline": auc(y, p_ref_full) - auc(y, p_model),
+           "ece": ece(y, p_model), "ece_complete_test": ece(y, p_model_full),
+           "ece_reference_missing_test": ece(y, p_ref)}
+    out["meets_target"] = bool(out["auc_drop"] <= 0.03 and out["auc_drop_missing_test"] <= 0.03
+                               and out["ece"] <= 0.06)
+    return out
 
 
 def check_vi_vs_nuts(steps: int, quick: bool) -> dict:
@@ -200,11 +222,15 @@ def check_sbc(quick: bool) -> dict:
                    NodeSpec("local_control", "binary")],
                   [("age_years", "dose_mean_gy"), ("dose_mean_gy", "local_control")])
     replicates = 20 if quick else 100
+    # the fits use HybridBN's default settings: SBC checks inference as it is run (with 400
+    # steps instead, 100 replicates rejected uniformity at p < 1e-6: unconverged fits)
     result = simulation_based_calibration(graph, template, n_replicates=replicates, n_draws=99,
-                                          n_bins=5 if quick else 10, seed=0, num_steps=400,
-                                          learning_rate=0.05, jit=False, num_threads=1)
-    return {"n_replicates": replicates, "min_p_value": result.min_p_value,
+                                          n_bins=5 if quick else 10, seed=0, num_threads=1)
+    n_tests = len(result.tests)
+    return {"n_replicates": replicates, "n_bins": 5 if quick else 10,
+            "min_p_value": result.min_p_value,
             "rejected_at_0.01": bool(result.min_p_value < 0.01),
+            "min_p_value_bonferroni": min(1.0, n_tests * result.min_p_value),
             "p_values": result.tests["p_value"].to_dict()}
 
 

@@ -99,12 +99,16 @@ def concordance(time, event, predicted_time) -> float:
     return float(concordance_index(t, s, e))
 
 
-def survival_calibration(time, event, survival_at_t, t: float) -> dict[str, float]:
+def survival_calibration(time, event, survival_at_t, t: float, draws=None) -> dict[str, float]:
     """Calibration of predicted S(t) at one time ``t`` (same unit as ``time``).
 
     Returns ``predicted`` (mean predicted S(t)), ``observed`` (Kaplan-Meier S(t) of the same
     patients), their ``difference``, and the Kaplan-Meier 95% interval (``observed_lower``,
-    ``observed_upper``): a calibrated model's mean prediction falls inside it.
+    ``observed_upper``). With ``draws`` (S, n), the predicted S(t) of each patient under S
+    posterior draws, also ``predicted_sd`` (posterior sd of the patients' mean S(t)) and
+    ``z``: the difference in units of sqrt(km_sd^2 + predicted_sd^2), km_sd the Kaplan-Meier
+    interval's half-width / 1.96. A calibrated model's ``z`` is about standard normal: the
+    Kaplan-Meier estimate has its sampling error, and the posterior mean its uncertainty.
     """
     from lifelines import KaplanMeierFitter
 
@@ -114,9 +118,17 @@ def survival_calibration(time, event, survival_at_t, t: float) -> dict[str, floa
     observed = float(km.survival_function_at_times(t).iloc[0])
     ci = km.confidence_interval_survival_function_
     row = ci[ci.index <= t].iloc[-1] if (ci.index <= t).any() else ci.iloc[0]
-    return {"predicted": float(s.mean()), "observed": observed,
-            "difference": float(s.mean() - observed),
-            "observed_lower": float(row.iloc[0]), "observed_upper": float(row.iloc[1])}
+    out = {"predicted": float(s.mean()), "observed": observed,
+           "difference": float(s.mean() - observed),
+           "observed_lower": float(row.iloc[0]), "observed_upper": float(row.iloc[1])}
+    if draws is not None:
+        draws = np.asarray(draws, dtype=float)
+        if draws.ndim != 2 or draws.shape[1] != s.size:
+            raise ModelError(f"draws must have shape (n_draws, {s.size}) (got {draws.shape})")
+        out["predicted_sd"] = float(draws.mean(1).std(ddof=1))
+        km_sd = (out["observed_upper"] - out["observed_lower"]) / (2 * 1.959964)
+        out["z"] = out["difference"] / float(np.hypot(km_sd, out["predicted_sd"]))
+    return out
 
 
 __all__ = ["auc", "brier", "ece", "coverage", "concordance", "survival_calibration"]

@@ -9,14 +9,15 @@ site (name, shape, support, prior); ``make_model`` returns a plain model functio
 
 Scales: continuous nodes and latent-block columns are standardised with training statistics;
 survival times are divided by their median; counts stay counts with a log-mean offset.
-Parents enter a child's linear predictor as: continuous (standardised value), binary (0/1),
-categorical (one-hot against the first level), ordinal (standardised numeric level), count
-(standardised count), latent (its k values); a group parent adds a hierarchical random
-intercept (non-centred).
+Parents enter a child's linear predictor as: continuous (standardised value), binary (0/1
+minus its training share), categorical (one-hot against the first level, centred the same
+way), ordinal (standardised numeric level), count (standardised count), latent (its k
+values); a group parent adds a hierarchical random intercept (non-centred).
 
-The same family code also runs outside any inference engine in ``local_pass``, vectorised over
-S posterior draws of the globals: it is the amortised guide of the per-patient latents during
-SVI and the posterior-predictive engine behind ``predict``/``query``.
+The same family code also runs outside any inference engine, vectorised over S posterior draws
+of the globals: in ``local_pass`` (the posterior-predictive engine behind ``predict``/``query``
+and the simulator of SBC) and, through ``column_information`` and ``loglik_curvature``, in the
+amortised guide of the per-patient latents (``guide.py``).
 """
 
 from __future__ import annotations
@@ -99,6 +100,30 @@ class Backend:
 
     def to_float(self, x, like):
         return x.to(like.dtype) if self.name == "pyro" else x.astype(like.dtype)
+
+    def mT(self, x):
+        """Swap the last two axes (matrix transpose of a batch)."""
+        return self.xp.swapaxes(x, -1, -2) if self.name == "numpyro" else x.transpose(-1, -2)
+
+    def data_matmul(self, x, w):
+        """``x @ w`` for data x (n, p) without sample dimensions and w (..., p, j): one
+        (n, p) @ (p, ...*j) product, not a batched one that first copies x per sample."""
+        if self.name != "pyro" or w.dim() == 2:
+            return x @ w
+        lead, (p, j) = tuple(w.shape[:-2]), tuple(w.shape[-2:])
+        flat = w.reshape((-1, p, j)).permute(1, 0, 2).reshape(p, -1)
+        out = (x @ flat).reshape(x.shape[0], -1, j).permute(1, 0, 2)
+        return out.reshape(lead + (x.shape[0], j))
+
+    def eye(self, k, like):
+        """The k x k identity in ``like``'s dtype (and device)."""
+        if self.name == "pyro":
+            return self.xp.eye(k, dtype=like.dtype, device=like.device)
+        return self.xp.eye(k, dtype=like.dtype)
+
+    def diag_embed(self, x):
+        """(..., k) -> (..., k, k) diagonal matrices."""
+        return x[..., :, None] * self.eye(x.shape[-1], x)
 
     def gather_rows(self, table, codes):
         """``table[..., codes, :]`` for a table of shape (..., G, d) and codes (n,)."""
@@ -348,10 +373,15 @@ def encode(layout: Layout, name: str, value, be: Backend, like):
     st = layout.stats[name]
     if kind == "latent":
         return value
-    if kind == "categorical":
-        return be.one_hot(value, layout.n_levels[name], like.dtype)[..., 1:]
-    if kind == "binary":
-        return be.to_float(value, like)[..., None]
+    if kind in ("categorical", "binary"):
+        # indicators centred at their training shares: an intercept is then the predictor of
+        # an average patient and hardly correlated with the coefficients in the posterior
+        # (a mean-field guide underestimated the sds of uncentred indicators by up to 45%)
+        centre = (be.xp.asarray(st["enc_mean"], dtype=like.dtype) if be.name == "numpyro" else
+                  be.xp.as_tensor(st["enc_mean"], dtype=like.dtype, device=like.device))
+        if kind == "binary":
+            return be.to_float(value, like)[..., None] - centre
+        return be.one_hot(value, layout.n_levels[name], like.dtype)[..., 1:] - centre
     if kind == "ordinal":
         numbers = _level_numbers(st["levels"])
         table = (be.xp.asarray(numbers) if be.name == "numpyro" else
@@ -417,39 +447,80 @@ def weibull_loglik(log_scale, shape, t, event, be: Backend):
     return be.xp.where(event > 0.5, log_pdf, -z)
 
 
-def latent_posterior(layout: Layout, c: str, g: dict, prior_mean, x, m, be: Backend, like):
-    """Exact Gaussian posterior of a latent node's z given its block columns and its prior.
+def column_information(layout: Layout, c: str, g: dict, x, m, be: Backend, like):
+    """What a latent node's block columns say about its z, as Gaussian information.
 
-    z ~ N(prior_mean, I); x_j = col_mean_j + loadings[:, j] . z + N(0, col_sd_j^2), observed
-    where ``m``. Returns (mean (..., n, k), precision (..., n, k, k)). A patient without the
-    block gets the prior back (w = 0): this is how a missing modality is marginalised.
+    x_j = col_mean_j + loadings[:, j] . z + N(0, col_sd_j^2), observed where ``m``, so
+    log p(columns | z) = r . z - z' P z / 2 + const. Returns (P (..., n, k, k), r (..., n, k));
+    a patient without the block gets P = 0, r = 0 (the block is marginalised).
     """
     lam = layout.loadings(g, c, be)                                   # (..., k, p)
     k = layout.latent_dim[c]
     mf = be.to_float(m, like)                                         # (n, p)
     scaled = lam / g[f"{c}.col_sd"][..., None, :] ** 2                # (..., k, p)
-    # sum_p m[n,p] scaled[k,p] lam[l,p] as one (n,p) @ (p,k*k) product: a (..., n, k, p)
-    # intermediate would not fit in memory for S draws x thousands of patients x genes
-    outer = (scaled[..., :, None, :] * lam[..., None, :, :])          # (..., k, k, p)
-    outer = be.xp.swapaxes(outer, -1, -3) if be.name == "numpyro" else outer.transpose(-1, -3)
-    outer = outer.reshape(tuple(outer.shape[:-3]) + (outer.shape[-3], k * k))  # (..., p, k*k)
-    prec = mf @ outer
-    prec = prec.reshape(tuple(prec.shape[:-1]) + (k, k))
-    eye = (be.xp.eye(k, dtype=like.dtype, device=like.device) if be.name == "pyro"
-           else be.xp.eye(k, dtype=like.dtype))
-    prec = eye + prec
+    n_obs = mf.sum(-1)
+    if be.name == "pyro" and bool(((n_obs == 0) | (n_obs == mf.shape[-1])).all()):
+        # every patient has the whole block or none of it (the usual missing modality):
+        # one k x k product instead of one per patient (the step of a 10,000-patient
+        # factor model spent half its time here)
+        prec = mf[..., :1, None] * (scaled @ be.mT(lam))[..., None, :, :]
+    else:
+        # sum_p m[n,p] scaled[k,p] lam[l,p] as one (n,p) @ (p,k*k) product: a (..., n, k, p)
+        # intermediate would not fit in memory for S draws x thousands of patients x genes
+        outer = (scaled[..., :, None, :] * lam[..., None, :, :])      # (..., k, k, p)
+        outer = be.xp.swapaxes(outer, -1, -3) if be.name == "numpyro" else outer.transpose(-1, -3)
+        outer = outer.reshape(tuple(outer.shape[:-3]) + (outer.shape[-3], k * k))
+        prec = be.data_matmul(mf, outer)
+        prec = prec.reshape(tuple(prec.shape[:-1]) + (k, k))
     # rounding leaves the product a hair off symmetric, which distributions reject
-    prec = 0.5 * (prec + (be.xp.swapaxes(prec, -1, -2) if be.name == "numpyro"
-                          else prec.transpose(-1, -2)))
-    scaled_t = be.xp.swapaxes(scaled, -1, -2) if be.name == "numpyro" else scaled.transpose(-1, -2)
-    centred = (scaled * g[f"{c}.col_mean"][..., None, :])
-    centred_t = be.xp.swapaxes(centred, -1, -2) if be.name == "numpyro" else centred.transpose(-1, -2)
-    rhs = prior_mean + (x * mf) @ scaled_t - mf @ centred_t
+    prec = 0.5 * (prec + be.mT(prec))
+    centred = scaled * g[f"{c}.col_mean"][..., None, :]
+    # x is 0 where unobserved (so already masked)
+    info = be.data_matmul(x, be.mT(scaled)) - be.data_matmul(mf, be.mT(centred))
+    return prec, info
+
+
+def block_loglik(layout: Layout, c: str, g: dict, z, x, m, be: Backend, like, block=None):
+    """log p(block columns | z) per patient (..., n): the factor-analysis likelihood
+    sum_j log N(x_j; col_mean_j + loadings[:, j] . z, col_sd_j^2) over observed columns.
+
+    Evaluated as -q/2 + z . r - z' P z / 2 - sum_j log col_sd_j - (observed / 2) log 2 pi, with
+    (P, r) from ``column_information`` (``block`` when already computed) and
+    q = sum_j (x_j - col_mean_j)^2 / col_sd_j^2: products of the (n, p) data with (p,)
+    vectors and a (p, k) matrix instead of elementwise operations over every (patient,
+    column) entry and their gradients, which were most of a step's time on wide blocks.
+    """
+    prec, info = block or column_information(layout, c, g, x, m, be, like)
+    mf = be.to_float(m, like)
+    inv_var = g[f"{c}.col_sd"] ** -2.0                                # (..., p)
+    mean = g[f"{c}.col_mean"]
+    # x is 0 where unobserved, so x and x*x are already masked: q and sum_j log col_sd_j
+    # as one product of [x*x, x, m] (n, 3p) with a (3p, 2) matrix
+    zero = 0.0 * inv_var
+    weights = be.xp.stack([be.cat([inv_var, -2.0 * mean * inv_var, mean ** 2 * inv_var]),
+                           be.cat([zero, zero, be.xp.log(g[f"{c}.col_sd"])])], -1)
+    sums = be.data_matmul(be.cat([x * x, x, mf]), weights)
+    quad, log_norm = sums[..., 0], sums[..., 1]
+    z_prec_z = (z[..., None, :] @ prec @ z[..., None])[..., 0, 0]
+    n_obs = mf.sum(-1)
+    return (-0.5 * quad + (z * info).sum(-1) - 0.5 * z_prec_z - log_norm
+            - 0.5 * math.log(2.0 * math.pi) * n_obs)
+
+
+def latent_posterior(layout: Layout, c: str, g: dict, prior_mean, x, m, be: Backend, like):
+    """Exact Gaussian posterior of a latent node's z given its block columns and its prior.
+
+    z ~ N(prior_mean, I) and the block columns as in ``column_information``. Returns
+    (mean (..., n, k), precision (..., n, k, k)). A patient without the block gets the prior
+    back: this is how a missing modality is marginalised.
+    """
+    prec, info = column_information(layout, c, g, x, m, be, like)
+    prec = be.eye(layout.latent_dim[c], like) + prec
     # the precision depends on the globals and the patient's observed columns only; invert it
     # at that shape and broadcast over whatever else ``prior_mean`` carries (the particles of
     # a prediction) instead of solving one system per particle
     cov = be.xp.linalg.inv(prec)
-    mean = (cov * rhs[..., None, :]).sum(-1)
+    mean = (cov * (prior_mean + info)[..., None, :]).sum(-1)
     return mean, prec
 
 
@@ -478,6 +549,77 @@ def latent_marginal_loglik(layout: Layout, c: str, g: dict, prior_mean, x, m, me
     log_det = 2.0 * be.xp.log(diag).sum(-1)
     fit = ((prec * mean[..., None, :]).sum(-1) * mean).sum(-1)      # mean' prec mean
     return -0.5 * (log_norm + quad) - 0.5 * (prior_mean ** 2).sum(-1) + 0.5 * fit - 0.5 * log_det
+
+
+def loglik_curvature(layout: Layout, c: str, g: dict, eta, d: dict, be: Backend, like,
+                     block=None):
+    """Gradient and negative Hessian of an observed node's log-likelihood in its linear
+    predictor ``eta`` (..., n, out), for a Gaussian (Laplace) view of what the node says
+    about its parents. Returns (grad (..., n, out), neg_hessian (..., n, out, out)), zero
+    where the node is unobserved.
+
+    Gaussian nodes are quadratic in eta, so the view is exact; a latent node's "observation"
+    is its block, whose information (P, r) about its z gives, with z ~ N(eta, I) integrated
+    out, log N(P^-1 r; eta, I + P^-1): also exact. The GLM families (logistic, softmax,
+    cumulative logit, Poisson / negative binomial, censored Weibull) are log-concave in eta,
+    so the negative Hessian is positive semi-definite wherever it is evaluated. ``block``: a
+    latent node's ``column_information`` when already computed.
+    """
+    kind = layout.kind[c]
+    x, m = d[f"x:{c}"], d[f"m:{c}"]
+    xp = be.xp
+    if kind == "latent":
+        prec, info = block or column_information(layout, c, g, x, m, be, like)
+        eye = be.eye(layout.latent_dim[c], like)
+        # (I + P^-1)^-1 = I - (I + P)^-1, finite when the block is missing (P = 0)
+        inv = xp.linalg.inv(eye + prec)
+        neg_h = eye - inv
+        grad = (inv @ info[..., None])[..., 0] - (neg_h @ eta[..., None])[..., 0]
+        return grad, neg_h
+    mf = be.to_float(m, like)[..., None]
+    e = eta[..., 0]
+    if kind == "continuous":
+        precision = g[f"{c}.sd"][..., None] ** -2.0
+        grad, neg_h = (x - e) * precision, precision + 0.0 * e
+    elif kind == "binary":
+        p = 1.0 / (1.0 + xp.exp(-e))
+        grad, neg_h = x - p, p * (1.0 - p)
+    elif kind == "ordinal":
+        # P(y = j) = s(c_j - eta) - s(c_{j-1} - eta): d/deta log P = a + b - 1 and
+        # -d2/deta2 log P = a(1 - a) + b(1 - b), with b = s(c_j - eta) (1 at the top level)
+        # and a = s(c_{j-1} - eta) (0 at the bottom)
+        cuts = layout.cutpoints(g, c, be)[..., None, :]
+        s = 1.0 / (1.0 + xp.exp(-(cuts - e[..., None])))
+        pad0, pad1 = be.zeros_like_last(s, 1), be.zeros_like_last(s, 1) + 1.0
+        upper = be.cat([s, pad1], axis=-1)
+        lower = be.cat([pad0, s], axis=-1)
+        code = xp.where(m, x, 0)
+        hot = be.one_hot(code, layout.n_levels[c], s.dtype)
+        b, a = (upper * hot).sum(-1), (lower * hot).sum(-1)
+        grad, neg_h = a + b - 1.0, a * (1.0 - a) + b * (1.0 - b)
+    elif kind == "count":
+        rate = xp.exp(e + layout.stats[c]["log_mean"])
+        if layout.family(c) == "negbinom":
+            conc = g[f"{c}.concentration"][..., None]
+            grad = x - (x + conc) * rate / (conc + rate)
+            neg_h = (x + conc) * conc * rate / (conc + rate) ** 2
+        else:
+            grad, neg_h = x - rate, rate
+    elif kind == "survival":
+        shape = g[f"{c}.shape"][..., None]
+        log_t = xp.log(xp.where(m, x, 1.0))
+        # (t / scale) ** shape, bounded so that a far-off expansion point stays finite
+        z = xp.exp(xp.clip(shape * (log_t - e), -30.0, 30.0))
+        grad, neg_h = shape * z - shape * d[f"e:{c}"], shape ** 2 * z
+    elif kind == "categorical":
+        p = node_dist(layout, c, g, eta, be).probs[..., 1:]
+        hot = be.one_hot(xp.where(m, x, 0), layout.n_levels[c], p.dtype)[..., 1:]
+        grad = (hot - p) * mf
+        neg_h = (be.diag_embed(p) - p[..., :, None] * p[..., None, :]) * mf[..., None]
+        return grad, neg_h
+    else:
+        raise ModelError(f"node {c!r} of kind {kind!r} has no likelihood in its parents")
+    return grad[..., None] * mf, (neg_h * mf[..., 0])[..., None, None]
 
 
 # ----------------------------------------------------------------------------- the model
@@ -521,13 +663,11 @@ def _model_nodes(layout: Layout, be: Backend, g: dict, d: dict) -> None:
         eta = linear_predictor(layout, c, g, enc, codes, be, like)
         if kind == "latent":
             z = be.sample(c, be.dist.Normal(eta, 1.0).to_event(1))
-            loc = g[f"{c}.col_mean"] + z @ layout.loadings(g, c, be)
-            be.sample(f"{c}.columns", be.dist.Normal(loc, g[f"{c}.col_sd"]).mask(m).to_event(1),
-                      obs=x)
+            be.factor(f"{c}.columns", block_loglik(layout, c, g, z, x, m, be, like))
             enc[c] = z
             continue
         if kind == "survival":
-            ll = weibull_loglik(eta[..., 0], g[f"{c}.shape"], be.xp.where(m, x, 1.0),
+            ll = weibull_loglik(eta[..., 0], g[f"{c}.shape"][..., None], be.xp.where(m, x, 1.0),
                                 d[f"e:{c}"], be)
             be.factor(c, be.xp.where(m, ll, 0.0))
             continue
@@ -572,12 +712,8 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
                mode: str, target: str | None = None, do: dict | None = None) -> dict:
     """Per-patient latents given global values ``g`` (leading sample dims allowed).
 
-    ``mode="guide"``: the amortised guide during SVI: each latent block node is drawn from its
-    exact Gaussian posterior given its block columns and parents, each imputed continuous
-    value from its conditional prior (discrete missing parents enter with their expected
-    encoding, only to centre the latents' guide). ``mode="predict"``: ancestral posterior
-    predictive: every unobserved node is drawn from its conditional given the evidence above
-    it; ``do`` values (model scale) replace nodes and cut their incoming edges.
+    ``mode="predict"``: ancestral posterior predictive: every unobserved node is drawn from
+    its conditional given the evidence above it; ``do`` values (model scale) replace nodes and cut their incoming edges.
     ``mode="simulate"``: every node is drawn from its conditional (data from the model, on
     the model scale; latent blocks add ``"<node>.columns"``, survival nodes uncensored times).
     Returns ``{node: value}`` (codes for discrete nodes, z for latents) and, under
@@ -614,18 +750,7 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
             continue
         if kind == "survival" or (not layout.graph.children(c) and c != target):
             continue
-        if mode == "guide" and not layout.graph.children(c):
-            continue
         fam = node_dist(layout, c, g, eta, be)
-        if mode == "guide":
-            if c in layout.impute and kind == "continuous":
-                value = be.xp.where(m, x, draw(c + MISSING, fam))
-                enc[c] = encode(layout, c, value, be, like)
-            elif c in layout.impute:
-                enc[c] = _expected_encoding(layout, c, fam, x, m, be, like)
-            else:
-                enc[c] = encode(layout, c, x, be, like)
-            continue
         drawn = fam.sample()
         value = be.xp.where(m, x, drawn) if c != target else drawn
         values[c] = value
@@ -642,12 +767,12 @@ def _simulate_node(layout, c, g, eta, be):
     return node_dist(layout, c, g, eta, be).sample()
 
 
-def _expected_encoding(layout, c, fam, x, m, be, like):
+def expected_encoding(layout, c, fam, x, m, be, like):
+    """A discrete node's encoding: its value where observed (``m``), else its expectation under
+    ``fam`` (shape (..., n, enc_dim))."""
     kind = layout.kind[c]
     if kind == "binary":
-        probs = fam.probs[..., None]
-        observed = encode(layout, c, x, be, like)
-        return be.xp.where(m[..., None], observed, probs)
+        return encode(layout, c, be.xp.where(m, x, fam.probs), be, like)
     n_levels = layout.n_levels[c]
     probs = fam.probs
     levels = be.xp.arange(n_levels, device=like.device)

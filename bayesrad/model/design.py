@@ -58,7 +58,8 @@ class Preprocessor:
     ``mean``/``sd`` per column (of log1p library-normalised values for a count block, with
     ``transform`` and ``median_library``); for discrete ``levels``; for count ``log_mean`` (log of the
     mean count, the rate offset) and ``enc_mean``/``enc_sd`` of the counts; for ordinal
-    ``enc_mean``/``enc_sd`` of the numeric level values; for survival ``time_scale`` (days per
+    ``enc_mean``/``enc_sd`` of the numeric level values; for binary and categorical
+    ``enc_mean``, the share of each level but the first; for survival ``time_scale`` (days per
     model time unit: the median observed time).
     """
 
@@ -94,6 +95,12 @@ class Preprocessor:
                 stats["sd"] = float(max(np.nanstd(x), _MIN_SD))
             elif spec.kind in ("binary", "categorical", "ordinal", "group"):
                 stats["levels"] = _levels(spec, frame[name], name, block)
+                if spec.kind in ("binary", "categorical"):
+                    # a parent's indicators enter centred (see compile.encode)
+                    codes = _codes(frame[name], stats["levels"], name, block)
+                    seen = codes[codes >= 0]
+                    share = np.bincount(seen, minlength=len(stats["levels"])) / max(len(seen), 1)
+                    stats["enc_mean"] = share[1:].tolist()
                 if spec.kind == "ordinal":
                     numeric = _level_numbers(stats["levels"])
                     codes = _codes(frame[name], stats["levels"], name, block)

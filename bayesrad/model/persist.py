@@ -21,7 +21,8 @@ import torch
 from bayesrad.errors import MissingFileError, ModelFileError
 
 MODEL_FORMAT = "bayesrad-hybridbn"
-MODEL_FORMAT_VERSION = 1
+# 2: indicator parents centred (Preprocessor enc_mean of binary / categorical nodes)
+MODEL_FORMAT_VERSION = 2
 _FILES = ("graph.yaml", "params.safetensors", "meta.json")
 
 

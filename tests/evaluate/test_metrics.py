@@ -55,3 +55,23 @@ def test_bad_inputs_are_explained():
         brier([0, 2], [0.1, 0.2])
     with pytest.raises(ModelError, match="missing values"):
         ece([0, 1], [np.nan, 0.2])
+
+
+def test_survival_calibration_in_units_of_its_errors():
+    rng = np.random.default_rng(2)
+    time = rng.exponential(1.0, 3000)
+    event = np.ones(3000)
+    t = float(np.median(time))
+    # posterior draws of each patient's S(t) around the truth exp(-t): the mean over
+    # patients then varies between draws with sd 0.02
+    draws = np.exp(-t) + rng.normal(0.0, 0.02, (400, 1)) + rng.normal(0.0, 0.01, (400, 3000))
+    calib = survival_calibration(time, event, draws.mean(0), t, draws=draws)
+    km_sd = (calib["observed_upper"] - calib["observed_lower"]) / (2 * 1.959964)
+    assert calib["predicted_sd"] == pytest.approx(0.02, rel=0.1)
+    assert calib["z"] == pytest.approx(calib["difference"] / np.hypot(km_sd, calib["predicted_sd"]))
+    assert abs(calib["z"]) < 2.576
+    # a prediction off by 0.1 is far outside both errors
+    shifted = survival_calibration(time, event, draws.mean(0) + 0.1, t, draws=draws + 0.1)
+    assert shifted["z"] > 3
+    with pytest.raises(ModelError, match="draws must have shape"):
+        survival_calibration(time, event, draws.mean(0), t, draws=draws[:, :10])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from bayesrad.evaluate.sbc import simulate_from_prior, simulation_based_calibration
 from bayesrad.graph.graph import Graph, NodeSpec
@@ -35,10 +36,11 @@ def test_prior_simulation_follows_the_drawn_parameters():
     assert abs(clinical["age_years"].std() / age_sd - float(theta["age_years.sd"])) < 0.05
 
 
+@pytest.mark.slow
 def test_sbc_ranks_uniform():
+    # HybridBN's default fit settings (the full form, 100 replicates, is in validity.json)
     result = simulation_based_calibration(
-        _graph(), _template(), n_replicates=20, n_draws=99, n_bins=5, seed=0,
-        num_steps=400, learning_rate=0.05, jit=False, num_threads=1)
+        _graph(), _template(), n_replicates=20, n_draws=99, n_bins=5, seed=0, num_threads=1)
     assert result.ranks.shape == (20, 7)
     assert result.ranks.to_numpy().min() >= 0 and result.ranks.to_numpy().max() <= 99
     assert result.min_p_value > 0.01, result.tests

@@ -103,11 +103,8 @@ def toy_cohort(n: int, seed: int, missing_imaging: float = 0.0, mechanism: str =
     return blocks, truth
 
 
-# The low-rank guide keeps the correlations between a latent block's loadings and its
-# children's coefficients; with the mean-field guide 7 of 9 true coefficients fell inside
-# their 90% intervals here (vs 9 of 9) and S(t) at the median follow-up was off by 0.04.
-FIT = dict(num_steps=1500, learning_rate=0.03, lr_decay=0.1, guide="lowrank", seed=0,
-           num_threads=1, n_samples=400)
+FIT = dict(num_steps=1500, learning_rate=0.03, lr_decay=0.1, seed=0, num_threads=1,
+           n_samples=400)
 
 
 @pytest.fixture(scope="session")

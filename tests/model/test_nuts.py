@@ -57,7 +57,8 @@ def test_nuts_refuses_missing_discrete_parent_but_svi_enumerates():
     fit = HybridBN(graph, num_steps=800, seed=0, num_threads=1).fit(blocks)
     assert fit.layout_.impute == {"stage"}
     coefs = fit.coefficients()
-    # the stage -> dose effect (1.5 Gy per level) is still found with 20% of stages missing
+    # the stage -> dose effect (1.5 Gy per level) is still found with 20% of stages missing:
+    # inside its 99% posterior interval (a calibrated posterior misses it once in 100 seeds)
     effect = coefs.loc[("stage", "dose_mean_gy")]
-    assert abs(effect["mean"] - 1.5) < 3 * effect["sd"]
+    assert abs(effect["mean"] - 1.5) < 2.576 * effect["sd"]
     assert effect["sd"] < 0.3

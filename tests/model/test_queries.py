@@ -40,6 +40,7 @@ def test_latent_marginal_loglik_is_the_gaussian_marginal():
     x = torch.randn(n, p, generator=gen, dtype=torch.float64)
     m = torch.rand(n, p, generator=gen) > 0.3
     m[0] = False                                   # a patient without the block
+    x = torch.where(m, x, 0.0)                     # designs hold 0 where unobserved
     eta = torch.randn(draws, n, k, generator=gen, dtype=torch.float64)
     be = Backend("pyro")
     mean, prec = latent_posterior(Layout(), "z", g, eta, x, m, be, torch.ones(n, dtype=torch.float64))
