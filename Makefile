@@ -11,7 +11,8 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.bayesrad-installed
 DEMO_OUT ?= demo_out
 
-# pgmpy's structure search depends on hash order; fix it for reproducible graphs.
+# bayesrad's own search is hash-order independent; pgmpy's PC (--method pc) and set
+# iteration elsewhere are not, so fix the hash seed for runs that repeat exactly.
 export PYTHONHASHSEED := 0
 # Libraries that cache under ~ or ./data write into the build tree instead.
 export MPLBACKEND := Agg

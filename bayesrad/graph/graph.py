@@ -268,6 +268,16 @@ class Graph:
         self.spec(name)
         return list(self._g.successors(name))
 
+    def ancestors(self, name: str) -> set[str]:
+        """Every node with a directed path into ``name`` (``name`` excluded)."""
+        self.spec(name)
+        return set(nx.ancestors(self._g, name))
+
+    def descendants(self, name: str) -> set[str]:
+        """Every node reachable from ``name`` along edges (``name`` excluded)."""
+        self.spec(name)
+        return set(nx.descendants(self._g, name))
+
     def edge_prior(self, u: str, v: str) -> dict[str, Any] | None:
         """Prior override of edge ``u -> v`` (``None`` = the default prior)."""
         if not self._g.has_edge(u, v):

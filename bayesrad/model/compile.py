@@ -200,16 +200,6 @@ class Layout:
         node is one-hot against its reference level either way, a latent node is k-wide)."""
         return self.out_dim(name)
 
-    def descendants(self, name: str) -> set[str]:
-        """Every node reachable from ``name`` along edges (``name`` excluded)."""
-        found, stack = set(), list(self.graph.children(name))
-        while stack:
-            node = stack.pop()
-            if node not in found:
-                found.add(node)
-                stack.extend(self.graph.children(node))
-        return found
-
     def family(self, name: str) -> str:
         """Likelihood family of a count node ('poisson' or 'negbinom')."""
         prior = self.graph.spec(name).prior or {}

@@ -46,11 +46,11 @@ def counterfactual_pass(layout: Layout, g: dict, d: dict, values: Mapping, targe
     like = d["one"]
     downstream: set[str] = set()
     for node in (*do, *shift):
-        downstream |= layout.descendants(node)
+        downstream |= layout.graph.descendants(node)
     if target not in downstream:
         raise ModelError(f"counterfactual: no intervened node ({sorted({*do, *shift})}) has a "
                          f"path to {target!r}, so its counterfactual is its factual value")
-    relevant = ancestors_and_self(layout, target)
+    relevant = layout.graph.ancestors(target) | {target}
     enc, codes = {}, {}
     for c in layout.order:
         kind = layout.kind[c]
@@ -77,17 +77,6 @@ def counterfactual_pass(layout: Layout, g: dict, d: dict, values: Mapping, targe
             value = factual
         enc[c] = encode(layout, c, value, be, like)
     raise ModelError(f"counterfactual: target {target!r} was not reached")
-
-
-def ancestors_and_self(layout: Layout, node: str) -> set[str]:
-    """``node`` and every node with a path into it."""
-    found, stack = {node}, list(layout.graph.parents(node))
-    while stack:
-        p = stack.pop()
-        if p not in found:
-            found.add(p)
-            stack.extend(layout.graph.parents(p))
-    return found
 
 
 def _uniform_like(t: torch.Tensor) -> torch.Tensor:

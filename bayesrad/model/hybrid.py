@@ -310,7 +310,7 @@ class HybridBN:
         if not factual:
             hidden.add(target)
             for node in (*absolute, *relative):
-                hidden |= layout.descendants(node)
+                hidden |= layout.graph.descendants(node)
         arrays = design_arrays(layout, design, be, dtype=torch.float32)
         for node in hidden:
             # values are 0 wherever unobserved (the design's contract, which the block
@@ -497,19 +497,9 @@ class HybridBN:
     def _survival_summary(self, target, g, eta, weights, st, index, times) -> pd.DataFrame:
         shape = g[f"{target}.shape"][:, None].double()
         scale_days = eta[..., 0].double().exp() * st["time_scale"]
-        median = scale_days * math.log(2.0) ** (1.0 / shape)
-        bands = particles.weighted_quantiles(median, weights, [0.5, 0.05, 0.95])
-        out = {"median": bands[0].numpy(), "median_q05": bands[1].numpy(),
-               "median_q95": bands[2].numpy()}
-        if times is None:
-            times = np.linspace(0.2, 2.0, 10) * st["time_scale"]
-        for t in np.atleast_1d(times):
-            surv = torch.exp(-(float(t) / scale_days) ** shape)
-            bands = particles.weighted_quantiles(surv, weights, [0.05, 0.95])
-            out[f"S@{t:g}"] = (weights * surv).sum(0).numpy()
-            out[f"S@{t:g}_q05"] = bands[0].numpy()
-            out[f"S@{t:g}_q95"] = bands[1].numpy()
-        return pd.DataFrame(out, index=index)
+        return _survival_table(scale_days * math.log(2.0) ** (1.0 / shape),
+                               lambda t: torch.exp(-(t / scale_days) ** shape), weights, index,
+                               times, st["time_scale"], bands=True)
 
     def survival_function(self, data, target: str, times, n_samples: int | None = None,
                           seed: int | None = None, ignore=()) -> np.ndarray:
@@ -620,14 +610,8 @@ class HybridBN:
 
     def _survival_samples_summary(self, time_days, weights, st, index, times) -> pd.DataFrame:
         """Median and S(t) of sampled survival times (P, n) in days."""
-        bands = particles.weighted_quantiles(time_days, weights, [0.5, 0.05, 0.95])
-        out = {"median": bands[0].numpy(), "median_q05": bands[1].numpy(),
-               "median_q95": bands[2].numpy()}
-        if times is None:
-            times = np.linspace(0.2, 2.0, 10) * st["time_scale"]
-        for t in np.atleast_1d(times):
-            out[f"S@{t:g}"] = (weights * (time_days > float(t)).double()).sum(0).numpy()
-        return pd.DataFrame(out, index=index)
+        return _survival_table(time_days, lambda t: (time_days > t).double(), weights, index,
+                               times, st["time_scale"], bands=False)
 
     def query(self, target: str, evidence: Mapping | pd.DataFrame | None = None,
               do: Mapping | None = None, n_samples: int | None = None,
@@ -818,6 +802,24 @@ class HybridBN:
     def __repr__(self) -> str:
         state = "fitted" if hasattr(self, "layout_") else "not fitted"
         return f"HybridBN({self.graph!r}, method={self.method!r}, {state})"
+
+
+def _survival_table(median_days, survival_at, weights, index, times, time_scale: float,
+                    bands: bool) -> pd.DataFrame:
+    """Weighted median survival (days) with its 90% band and S(t) at ``times`` (days;
+    default 0.2-2 x the training time scale), one row per patient. ``median_days`` and
+    ``survival_at(t)`` are (P, n) per weighted particle; ``bands`` adds S(t)'s 90% band."""
+    q50, q05, q95 = particles.weighted_quantiles(median_days, weights, [0.5, 0.05, 0.95])
+    out = {"median": q50.numpy(), "median_q05": q05.numpy(), "median_q95": q95.numpy()}
+    if times is None:
+        times = np.linspace(0.2, 2.0, 10) * time_scale
+    for t in np.atleast_1d(times):
+        surv = survival_at(float(t))
+        out[f"S@{t:g}"] = (weights * surv).sum(0).numpy()
+        if bands:
+            low, high = particles.weighted_quantiles(surv, weights, [0.05, 0.95])
+            out[f"S@{t:g}_q05"], out[f"S@{t:g}_q95"] = low.numpy(), high.numpy()
+    return pd.DataFrame(out, index=index)
 
 
 @dataclass
