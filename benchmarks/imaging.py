@@ -15,8 +15,9 @@
    Balanced accuracy of attention-MIL (volume alone, and with the lesion mask as a fourth
    channel) vs the cohort's radiomics block + logistic regression on the same stratified folds,
    with logistic regression on the true latents as the ceiling of what the images hold.
-4. real: IBSI sarcoma patients (real CT, PET, MR): preprocessing, embedding, and pretraining
-   loss falling on them.
+4. real: IBSI sarcoma patients (real CT, PET, MR as three channels) and pyradiomics' cases
+   (lung1-2 CT; brain1-2 and breast1 MR, one channel each): preprocessing, embedding, and
+   pretraining loss falling on them.
 5. throughput: volumes/s of embedding and of pretraining steps on this machine; on a GPU also at
    96^3 with bfloat16 autocast, with peak memory.
 
@@ -60,6 +61,9 @@ from train_encoder import CONFIG as RT_CONFIG, PRETRAIN, weights_sha256  # the s
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 STS = ROOT / ".." / "shared" / "data" / "radiomics_reference" / "ibsi" / "data_sets" / "ibsi_validation" / "nifti"
+PYRADIOMICS = ROOT / ".." / "shared" / "data" / "radiomics_reference" / "pyradiomics" / "data"
+# pyradiomics' own test cases: real scans (nrrd) with tumour masks, one modality each
+PYRADIOMICS_CASES = {"CT": ("lung1", "lung2"), "MR_T1": ("brain1", "brain2", "breast1")}
 
 
 def summary(values) -> dict:
@@ -253,6 +257,27 @@ def bench_mil(n: int, epochs: int, tmp: Path) -> dict:
     }
 
 
+def _real_end_to_end(rows: list[dict], modalities: tuple[str, ...], steps: int, batch_size: int,
+                     out: Path) -> dict:
+    """Preprocess, pretrain (``steps``) and embed real patients; what each step gave."""
+    cohort = Cohort({}, pd.DataFrame(rows), name=out.name)
+    config = PreprocessConfig(modalities=modalities, size=32, spacing_mm=4.0, margin_mm=10.0)
+    t0 = time.perf_counter()
+    volumes, masks, ids = preprocess_cohort(cohort, config)
+    seconds = time.perf_counter() - t0
+    result = pretrain_volumes(volumes, out, width=8, steps=steps, batch_size=batch_size, lr=2e-3,
+                              patch_size=8, keep_checkpoint=False, device="cpu")
+    features = embed_volumes(result.encoder, volumes, device="cpu")
+    losses = result.loss_history
+    return {
+        "patients": ids, "channels": list(config.modalities), "preprocess_seconds_per_patient": seconds / len(ids),
+        "mask_voxels_after_preprocessing": masks.sum(dim=(1, 2, 3, 4)).tolist(),
+        "embedding_shape": list(features.shape), "embedding_finite": bool(np.isfinite(features).all()),
+        "pretraining_steps": steps, "loss_first5_mean": float(np.mean(losses[:5])), "loss_last5_mean": float(np.mean(losses[-5:])),
+        "loss_falls": bool(np.mean(losses[-5:]) < np.mean(losses[:5])),
+    }
+
+
 def bench_real(steps: int, tmp: Path) -> dict:
     rows = []
     for patient in sorted(p.name for p in STS.glob("STS_*")):
@@ -260,21 +285,15 @@ def bench_real(steps: int, tmp: Path) -> dict:
             rows.append(dict(patient_id=patient, modality=modality, path=str((STS / patient / f"{modality}_image.nii.gz").resolve()),
                              mask_path=str((STS / patient / f"{modality}_mask.nii.gz").resolve()), mask_labels="",
                              roi="gtv", frame_times="", units=""))
-    cohort = Cohort({}, pd.DataFrame(rows), name="ibsi_sts")
-    config = PreprocessConfig(modalities=("CT", "PET", "MR_T1"), size=32, spacing_mm=4.0, margin_mm=10.0)
-    t0 = time.perf_counter()
-    volumes, masks, ids = preprocess_cohort(cohort, config)
-    seconds = time.perf_counter() - t0
-    result = pretrain_volumes(volumes, tmp / "real_enc", width=8, steps=steps, batch_size=3, lr=2e-3, patch_size=8,
-                              keep_checkpoint=False, device="cpu")
-    features = embed_volumes(result.encoder, volumes, device="cpu")
-    losses = result.loss_history
-    return {
-        "patients": ids, "channels": list(config.modalities), "preprocess_seconds_per_patient": seconds / len(ids),
-        "embedding_shape": list(features.shape), "embedding_finite": bool(np.isfinite(features).all()),
-        "pretraining_steps": steps, "loss_first5_mean": float(np.mean(losses[:5])), "loss_last5_mean": float(np.mean(losses[-5:])),
-        "loss_falls": bool(np.mean(losses[-5:]) < np.mean(losses[:5])),
-    }
+    report = _real_end_to_end(rows, ("CT", "PET", "MR_T1"), steps, 3, tmp / "real_enc")
+    report["pyradiomics_cases"] = {}
+    for modality, cases in PYRADIOMICS_CASES.items():
+        rows = [dict(patient_id=case, modality=modality, path=str((PYRADIOMICS / f"{case}_image.nrrd").resolve()),
+                     mask_path=str((PYRADIOMICS / f"{case}_label.nrrd").resolve()), mask_labels="", roi="gtv",
+                     frame_times="", units="") for case in cases]
+        report["pyradiomics_cases"][modality] = _real_end_to_end(rows, (modality,), steps, len(cases),
+                                                                 tmp / f"real_{modality}")
+    return report
 
 
 def bench_gpu(tmp: Path) -> dict:

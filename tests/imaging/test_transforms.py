@@ -99,6 +99,30 @@ def test_real_sarcoma_patient_ct_pet_mr_end_to_end():
     assert float(pet[inside].mean()) > 2 * float(pet[~inside].mean())
 
 
+PYRADIOMICS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "radiomics_reference" / "pyradiomics" / "data"
+
+
+@pytest.mark.skipif(not PYRADIOMICS.is_dir(), reason="shared real data not present")
+@pytest.mark.parametrize("case, modality", [("lung1", "CT"), ("brain1", "MR_T1")])
+def test_real_pyradiomics_case_end_to_end(case, modality):
+    """pyradiomics' real scans (nrrd): read, reoriented, resampled, normalised and cropped around
+    the tumour mask like any cohort image."""
+    rows = pd.DataFrame([dict(patient_id=case, modality=modality, path=str(PYRADIOMICS / f"{case}_image.nrrd"),
+                              mask_path=str(PYRADIOMICS / f"{case}_label.nrrd"), mask_labels="", roi="gtv",
+                              frame_times="", units="")])
+    vol = preprocess_patient(rows, case, PreprocessConfig(modalities=(modality,), size=32, spacing_mm=4.0))
+    assert vol.image.shape == (1, 32, 32, 32)
+    assert torch.isfinite(vol.image).all()
+    inside = vol.mask[0] > 0
+    assert inside.sum() >= 10
+    # the crop is centred on the tumour: its centre of mass lies near the middle of the box
+    centre = torch.stack(torch.nonzero(inside, as_tuple=True)).float().mean(1)
+    assert torch.all((centre - 15.5).abs() < 8)
+    if modality == "CT":
+        # a lung tumour is soft tissue, denser than the aerated lung around it
+        assert float(vol.image[0][inside].mean()) > float(vol.image[0][~inside].mean())
+
+
 def _dynamic_series(frame_values, spacing=(2.0, 2.0, 2.0)) -> sitk.Image:
     """A 4D series (t, z, y, x) = (T, 10, 10, 10) whose frame k is uniformly ``frame_values[k]``."""
     frames = [make_image(np.full((10, 10, 10), v, np.float32), spacing, (-9.0, -9.0, -9.0)) for v in frame_values]
