@@ -1,14 +1,16 @@
 """The variational family of the global parameters and the full SVI guide.
 
-Globals live in one unconstrained vector ``u`` (positive sites through ``exp``), with a
-mean-field Normal or a low-rank-plus-diagonal multivariate Normal over ``u``: the low-rank
-factor keeps the main posterior correlations between coefficients that a mean-field guide
-drops (it is what makes VI's posterior sds agree with NUTS). A free Cholesky factor was tried
-first: Adam moves its off-diagonal entries by the step size whatever their gradient, and the
-factor becomes ill-conditioned within a few steps (log q of its own samples overflows); the
-low-rank form has a stable Woodbury log-density. Per-patient latents are not free parameters: they are
-drawn by ``local_guide`` from a Gaussian near their exact conditional given the globals and
-the patient's data (amortised), so a new patient needs no refitting.
+Globals live in one unconstrained vector ``u`` (positive sites through ``exp``). The default
+q over ``u`` is Gaussian with a full covariance within each node's own parameters (family
+``"block"``, see ``GlobalPosterior``): it keeps the correlations between coefficients of one
+node's correlated parents that a mean-field guide drops. Mean-field (``"normal"``) and
+diagonal plus low rank (``"lowrank"``) remain selectable. A free dense Cholesky factor was
+tried first: Adam moves its off-diagonal entries by the step size whatever their gradient,
+and the factor became ill-conditioned within a few steps (log q of its own samples
+overflowed). Per-patient latents are not free parameters: they are drawn by ``local_guide``
+from a Gaussian near their exact conditional given the globals and the patient's data
+(amortised), so a new patient needs no refitting. ``make_guide`` wraps both as a Pyro guide
+function for Pyro's own ELBOs (the fitting loop uses ``svi.Objective``, equal to them).
 """
 
 from __future__ import annotations
