@@ -144,7 +144,6 @@ def twenty_node_graph() -> tuple[Graph, dict]:
     values are drawn independently (drawing them from the model's weakly informative priors
     gave counts and survival times that overflowed)."""
     rng = np.random.default_rng(0)
-    n = 500    rng = np.random.default_rng(0)
     n = 500
     ids = [f"B{i:04d}" for i in range(n)]
     clinical = pd.DataFrame({
