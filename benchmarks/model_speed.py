@@ -152,7 +152,7 @@ def twenty_node_graph() -> tuple[Graph, dict]:
         "histology": rng.choice(["adeno", "squamous", "large"], n),
         "ecog": rng.integers(0, 3, n), "stage": rng.integers(1, 5, n),
         "nodes": rng.poisson(2.0, n).astype(float), "hb": rng.normal(13, 1.5, n),
-        "crp": rng.normal(10, 4, n), "egfr": rng.integers(0, 2, n).astype(float),
+        "crp": rng.normal(10, 4, n), "fev1": rng.normal(2.5, 0.6, n), "egfr": rng.integers(0, 2, n).astype(float),
         "chemo": rng.integers(0, 2, n).astype(float), "dose": rng.normal(60, 4, n),
         "d95": rng.normal(57, 4, n), "v20": rng.normal(25, 8, n),
         "pneumonitis": rng.integers(0, 2, n).astype(float),
@@ -162,7 +162,7 @@ def twenty_node_graph() -> tuple[Graph, dict]:
                            columns=[f"img{j:02d}" for j in range(10)])
     kinds = {"age": "continuous", "sex": "binary", "smoker": "binary", "bmi": "continuous",
              "histology": "categorical", "ecog": "ordinal", "stage": "ordinal",
-             "nodes": "count", "hb": "continuous", "crp": "continuous", "egfr": "binary",
+             "nodes": "count", "hb": "continuous", "crp": "continuous", "fev1": "continuous", "egfr": "binary",
              "chemo": "binary", "dose": "continuous", "d95": "continuous", "v20": "continuous",
              "pneumonitis": "binary", "local_control": "binary"}
     nodes = [NodeSpec(k, v) for k, v in kinds.items()]
@@ -173,10 +173,13 @@ def twenty_node_graph() -> tuple[Graph, dict]:
              ("nodes", "stage"), ("smoker", "egfr"), ("stage", "chemo"), ("age", "chemo"),
              ("stage", "dose"), ("ecog", "dose"), ("dose", "d95"), ("imaging", "d95"),
              ("dose", "v20"), ("bmi", "v20"), ("v20", "pneumonitis"), ("chemo", "pneumonitis"),
+             ("smoker", "fev1"), ("fev1", "pneumonitis"),
              ("imaging", "crp"), ("crp", "hb"), ("dose", "local_control"),
              ("imaging", "local_control"), ("egfr", "local_control"), ("age", "os"),
              ("ecog", "os"), ("local_control", "os"), ("pneumonitis", "os"), ("hb", "os")]
-    return Graph(nodes, edges), {"clinical": clinical, "imaging": imaging}
+    graph = Graph(nodes, edges)
+    assert len(graph) == 20
+    return graph, {"clinical": clinical, "imaging": imaging}
 
 
 def bench_factor(n_patients: int, steps: int, particles: list[int], device: str = "cpu") -> dict:
