@@ -46,7 +46,7 @@ def simulate(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Directory for the demo's files."),
-    n_patients: int = typer.Option(120, "--n-patients", min=20),
+    n_patients: int = typer.Option(240, "--n-patients", min=20),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Run the pipeline on the embedded default: a simulated radiotherapy cohort."""
