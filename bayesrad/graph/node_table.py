@@ -42,6 +42,7 @@ marginalising what is missing.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -373,6 +374,11 @@ def build_node_table(cohort_or_blocks, summary_blocks: Iterable[str] = SUMMARY_B
             raise GraphError(f"patient {patient!r} has no value for node {column!r}; use "
                              "missing='impute' or 'drop' (complete cases)")
         dropped = [str(p) for p in data.index[incomplete]]
+        lacking = sorted(data.columns[data.loc[incomplete].isna().any(axis=0)].intersection(
+            [c for c in data.columns if missing != "impute" or c not in numeric]))
+        warnings.warn(f"node table: {len(dropped)} of {len(data)} patients left out for missing "
+                      f"values of {lacking} (first: {dropped[:5]}); they are listed in "
+                      "NodeTable.dropped_patients", UserWarning, stacklevel=2)
         data = data.loc[~incomplete]
     imputed = [p for p in imputed if p not in set(dropped)]
     if len(data) < 10:

@@ -278,8 +278,9 @@ def test_node_table_summarises_blocks_and_types_columns():
     # p003's missing age stays NaN for the search to impute; complete cases would drop it
     assert table.dropped_patients == [] and table.imputed_patients == ["p003"]
     assert np.isnan(table.data.loc["p003", "age_years"])
-    complete = build_node_table({"clinical": clinical, "radiomics": radiomics,
-                                 "outcome": outcome}, missing="drop")
+    with pytest.warns(UserWarning, match=r"1 of 120 patients left out .*'age_years'.*p003"):
+        complete = build_node_table({"clinical": clinical, "radiomics": radiomics,
+                                     "outcome": outcome}, missing="drop")
     assert complete.dropped_patients == ["p003"] and complete.imputed_patients == []
     assert table.kinds == {"age_years": "continuous", "sex_male": "binary",
                            "histology": "categorical", "radiomics": "latent", "os": "survival"}
