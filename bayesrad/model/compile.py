@@ -15,9 +15,11 @@ way), ordinal (standardised numeric level), count (standardised count), latent (
 values); a group parent adds a hierarchical random intercept (non-centred).
 
 The same family code also runs outside any inference engine, vectorised over S posterior draws
-of the globals: in ``local_pass`` (the posterior-predictive engine behind ``predict``/``query``
-and the simulator of SBC) and, through ``column_information`` and ``loglik_curvature``, in the
-amortised guide of the per-patient latents (``guide.py``).
+of the globals: in ``local_pass`` (posterior-predictive replicates for ``to_arviz`` and
+``log_likelihood``, and the simulator of SBC), in ``particles`` and ``counterfactual`` (the
+weighted particles behind ``predict``, ``query`` and ``counterfactual``) and, through
+``column_information`` and ``loglik_curvature``, in the amortised guide of the per-patient
+latents (``guide.py``).
 """
 
 from __future__ import annotations
@@ -703,7 +705,8 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
     """Per-patient latents given global values ``g`` (leading sample dims allowed).
 
     ``mode="predict"``: ancestral posterior predictive: every unobserved node is drawn from
-    its conditional given the evidence above it; ``do`` values (model scale) replace nodes and cut their incoming edges.
+    its conditional given the evidence above it; ``do`` values (model scale) replace nodes
+    and cut their incoming edges.
     ``mode="simulate"``: every node is drawn from its conditional (data from the model, on
     the model scale; latent blocks add ``"<node>.columns"``, survival nodes uncensored times).
     Returns ``{node: value}`` (codes for discrete nodes, z for latents) and, under
