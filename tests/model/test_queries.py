@@ -215,6 +215,19 @@ def test_missing_block_is_informed_by_the_latents_observed_child(latent_fit):
     assert auc(y, p_true) - auc(y, full["mean"]) <= 0.02
 
 
+def test_ignored_block_is_no_evidence(latent_fit):
+    """ignore=["radiomics"] answers as if the block were absent from the data: its values
+    must not reach the answer through the block likelihood's products."""
+    blocks, _ = _latent_cohort(50, 3)
+    without_block = {k: v for k, v in blocks.items() if k != "radiomics"}
+    ignored = latent_fit.predict(blocks, "local_control", n_samples=100, ignore=["radiomics"])
+    absent = latent_fit.predict(without_block, "local_control", n_samples=100)
+    pd.testing.assert_frame_equal(ignored, absent, rtol=1e-5)
+    # and the block does matter when it is evidence
+    used = latent_fit.predict(blocks, "local_control", n_samples=100)
+    assert (used["mean"] - absent["mean"]).abs().mean() > 0.05
+
+
 def test_binary_counterfactual_follows_the_monotone_coupling(latent_fit):
     """do(z0 lowered): P(y' = 1 | y = 1) = 1 when the change only raises P(y = 1), and
     P(y' = 1 | y = 0) = (p' - p) / (1 - p) <= p' (the interventional probability)."""
