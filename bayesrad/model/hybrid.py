@@ -318,8 +318,10 @@ class HybridBN:
             arrays[f"m:{node}"] = torch.zeros_like(arrays[f"m:{node}"])
             arrays[f"x:{node}"] = torch.zeros_like(arrays[f"x:{node}"])
         intervened = {} if factual else absolute
-        predict_particles = ((predict_particles or self.predict_particles)
-                       if particles.evidence_needs_weights(layout, arrays, intervened) else 1)
+        if not particles.evidence_needs_weights(layout, arrays, intervened):
+            predict_particles = 1
+        else:
+            predict_particles = predict_particles or self.predict_particles
         draws = self.posterior_samples(n_samples, seed)
         # globals (S, 1, ...) against particles (S, L, n): whatever depends on the globals
         # alone (a latent's posterior precision) is computed once per draw, not per particle
@@ -333,12 +335,12 @@ class HybridBN:
         with torch.no_grad(), torch.random.fork_rng(devices=[]), _threads(self.num_threads), \
                 pyro.validation_enabled(False):
             torch.manual_seed((self.seed if seed is None else seed) + 1)
+            shift_model = {k: self._shift_to_model_scale(k, v) for k, v in relative.items()}
             for start in range(0, design.n, step):
                 stop = min(design.n, start + step)
                 chunk = {k: v[start:stop] for k, v in arrays.items()}
                 shape = (n_samples, predict_particles, stop - start)
                 do_model = {k: self._to_model_scale(k, v, stop - start) for k, v in absolute.items()}
-                shift_model = {k: self._shift_to_model_scale(k, v) for k, v in relative.items()}
                 values = particles.propose(layout, g, chunk,
                                            lambda fn: particles.draw(fn, shape), target=target,
                                            do={} if factual else do_model,
