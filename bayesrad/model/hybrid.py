@@ -794,12 +794,22 @@ class HybridBN:
 
         return load_model(cls, path)
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor settings (sklearn convention)."""
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor settings (scikit-learn convention; ``deep`` is accepted for
+        ``sklearn.base.clone`` and has nothing nested to expand: the graph is a setting)."""
         import inspect
 
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {n: getattr(self, n) for n in names}
+
+    def set_params(self, **params) -> "HybridBN":
+        """Change constructor settings (scikit-learn convention); returns ``self``."""
+        valid = self.get_params()
+        for name, value in params.items():
+            if name not in valid:
+                raise ModelError(f"HybridBN has no setting {name!r} (settings: {sorted(valid)})")
+            setattr(self, name, value)
+        return self
 
     def __repr__(self) -> str:
         state = "fitted" if hasattr(self, "layout_") else "not fitted"
