@@ -55,7 +55,12 @@ class ModelFileError(BayesradError, ValueError):
     """A saved model file is from an incompatible version, incomplete or tampered with."""
 
 
+class ConvergenceWarning(UserWarning):
+    """A fit reached its step budget before its convergence criterion was met."""
+
+
 __all__ = [
+    "ConvergenceWarning",
     "BayesradError",
     "CohortError",
     "SchemaError",

@@ -36,17 +36,18 @@ COHORT_FORMAT_VERSION = 1
 H5AD_BLOCKS = ("genes",)
 
 
-def _normalise_index(frame: pd.DataFrame, block: str, source: str | None = None) -> pd.DataFrame:
-    """Index by ``patient_id`` as text; refuse duplicated or empty ids."""
+def _normalise_index(frame: pd.DataFrame, block: str, source: str | None = None,
+                     id_column: str = ID) -> pd.DataFrame:
+    """Index by ``patient_id`` (taken from ``id_column``) as text; refuse duplicated or empty ids."""
     where = f"block {block!r}" + (f" (file {source!r})" if source else "")
     frame = frame.copy()
-    if frame.index.name != ID:
-        if ID in frame.columns:
-            frame = frame.set_index(ID)
+    if frame.index.name not in (ID, id_column):
+        if id_column in frame.columns:
+            frame = frame.set_index(id_column)
         else:
-            raise CohortError(
-                f"{where} has no {ID!r} column or index; name the patient identifier column {ID!r}"
-            )
+            hint = (f"name the patient identifier column {ID!r} or pass id_column= "
+                    f"(columns: {list(frame.columns)[:10]})")
+            raise CohortError(f"{where} has no {id_column!r} column or index; {hint}")
     ids = pd.Index([None if pd.isna(v) else str(v) for v in frame.index], name=ID)
     if ids.isna().any() or (ids == "").any():
         rows = np.flatnonzero(ids.isna() | (ids == ""))[:5].tolist()
@@ -75,6 +76,8 @@ class Cohort:
     name : a label for printing.
     check_images : ``"header"`` (default) checks that every file exists and that each mask's
         grid matches its image by reading headers only; ``"none"`` skips it.
+    id_column : the column (or index name) holding the patient identifier in every block
+        (default ``"patient_id"``; e.g. ``"ID"`` for a table as published).
     """
 
     def __init__(
@@ -85,8 +88,10 @@ class Cohort:
         patient_ids: Sequence[str] | None = None,
         name: str = "cohort",
         check_images: str = "header",
+        id_column: str = ID,
     ):
         self.name = name
+        self.id_column = id_column
         blocks = dict(blocks or {})
         schema = {b: dict(cols) for b, cols in (schema or {}).items()}
         unknown_blocks = set(schema) - set(blocks)
@@ -97,7 +102,7 @@ class Cohort:
         for block, frame in blocks.items():
             if not isinstance(frame, pd.DataFrame):
                 raise CohortError(f"block {block!r} must be a pandas DataFrame, got {type(frame).__name__}")
-            frame = _normalise_index(frame, block)
+            frame = _normalise_index(frame, block, id_column=id_column)
             declared = {
                 col: spec if isinstance(spec, ColumnType) else ColumnType.from_dict(spec, col)
                 for col, spec in schema.get(block, {}).items()

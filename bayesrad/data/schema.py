@@ -130,12 +130,19 @@ def find_survival_pairs(columns) -> dict[str, str]:
     """Pair survival time columns with their event columns by name.
 
     Recognises ``X_event``, ``event_X`` and ``X_status`` as the event of a time column
-    named ``X``, ``X_time``, ``X_days``, ``X_in_days``, ``X_months`` or ``X_years``.
+    named ``X``, ``X_time``, ``X_days``, ``X_in_days``, ``X_months`` or ``X_years`` (so
+    ``os_days``/``os_status`` and ``pfs_time``/``pfs_event``), and ``e.X``/``s.X`` as the
+    event of ``t.X``.
     Returns ``{time_column: event_column}``.
     """
     columns = list(columns)
     pairs: dict[str, str] = {}
     for col in columns:
+        # R's survival convention: t.X with its event e.X (or status s.X)
+        match = re.match(r"^[es]\.(?P<base>.+)$", col)
+        if match and f"t.{match.group('base')}" in columns and f"t.{match.group('base')}" not in pairs:
+            pairs[f"t.{match.group('base')}"] = col
+            continue
         for pattern in _EVENT_PATTERNS:
             match = re.match(pattern, col)
             if not match:

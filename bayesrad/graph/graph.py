@@ -13,6 +13,8 @@ It is read and written as YAML (``to_yaml`` / ``from_yaml``).
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,12 +37,19 @@ GRAPH_FORMAT = "bayesrad-graph/1"
 
 # Keys a node's prior override may hold (all on the standardised scale of the node):
 #   intercept_scale, coef_scale, noise_scale: Normal / HalfNormal scales;
-#   shrinkage: "horseshoe" (regularised horseshoe over its incoming coefficients) or "normal";
+#   shrinkage: "horseshoe" (regularised horseshoe over its incoming coefficients), "ridge"
+#   (a Gaussian prior whose scale is learned, one scale per latent parent and one for the
+#   observed parents: a Bayesian ridge regression with automatic relevance per block; its
+#   prior sd of each block's contribution to the linear predictor is HalfNormal(tau_scale))
+#   or "normal";
 #   family: "poisson" | "negbinom" for count nodes; mlp_hidden: width of a small MLP mean
-#   (continuous nodes); group_scale: scale of the random-intercept sd of a group parent.
+#   (continuous nodes); group_scale: scale of the random-intercept sd of a group parent;
+#   factors: "empirical_bayes" for a latent node whose loadings are probabilistic PCA of its
+#   block with k chosen by evidence (``model/factors.py``; latent_dim is then an upper bound);
+#   transform: "normal_scores" for a latent node's block columns (training quantiles).
 NODE_PRIOR_KEYS = frozenset(
     {"intercept_scale", "coef_scale", "noise_scale", "shrinkage", "family", "mlp_hidden",
-     "group_scale", "global_scale", "slab_scale"}
+     "group_scale", "global_scale", "slab_scale", "factors", "transform", "tau_scale"}
 )
 # Keys an edge's prior override may hold: sign ("positive" / "negative", a known direction of
 # effect: the coefficient's prior becomes half-normal on that side), mean, scale (standardised).
@@ -50,6 +59,9 @@ EDGE_PRIOR_KEYS = frozenset({"sign", "mean", "scale"})
 # ``Graph.default`` (a factor model); smaller blocks enter column by column.
 _DEFAULT_LATENT_MIN_COLUMNS = 10
 _LATENT_BLOCKS = ("radiomics", "deep", "genes", "expression")
+# Upper bound of the factors of a latent node in Graph.default (as model/factors.MAX_FACTORS;
+# the graph layer cannot import the model layer)
+_AUTO_MAX_FACTORS = 64
 
 
 @dataclass
@@ -408,49 +420,83 @@ class Graph:
         return where
 
     @classmethod
-    def default(cls, cohort_or_blocks, target: str, latent_dim: int = 2,
+    def default(cls, cohort_or_blocks, target: str, latent_dim: int | str = "auto",
                 exclude: Iterable[str] = ()) -> "Graph":
-        """The obvious first graph: every block and clinical variable a parent of ``target``.
+        """The obvious first graph: every block and clinical variable a parent of ``target``,
+        under shrinkage.
 
         Blocks named radiomics/deep/genes/expression, or numeric blocks with more than
         10 columns, become one ``latent`` node each (named after the block); other columns
-        become observed nodes typed from the cohort schema (or inferred). Other outcome
-        columns (survival times, events, and every column of an ``outcome`` block other than
-        the target) are left out so that no outcome explains another.
+        become observed nodes typed from the cohort schema (or inferred). The target may sit
+        in a block with its features (one CSV): the block's other columns are its parents.
+        Other outcome columns (survival times, events, and every column of an ``outcome``
+        block other than the target) are left out so that no outcome explains another.
+
+        With ``latent_dim="auto"`` (the default) a latent node's block is put on normal
+        scores and summarised by probabilistic PCA with the number of factors chosen by
+        evidence on the training data (``model/factors.py``, at most 64), and the target's
+        coefficients get ridge shrinkage with one learned scale per block (a Bayesian ridge
+        regression on the block's columns, seen through its factors). An integer keeps the
+        older k-dimensional factor model learned jointly by SVI, with Normal(0, 1)
+        coefficients.
 
         Parameters
         ----------
         cohort_or_blocks : a ``Cohort`` or ``{block: DataFrame}`` indexed by patient_id.
         target : name of the target column.
-        latent_dim : k of each latent node.
+        latent_dim : ``"auto"`` or k of each latent node.
         exclude : column names to leave out (identifiers, leakage).
         """
         from bayesrad.data.schema import infer_schema
 
+        auto = latent_dim == "auto"
+        if not auto and (isinstance(latent_dim, bool) or not isinstance(latent_dim, int)
+                         or latent_dim < 1):
+            raise GraphError(f"latent_dim must be 'auto' or a positive integer (got {latent_dim!r})")
         blocks, schema = _blocks_and_schema(cohort_or_blocks)
         exclude = set(exclude)
         target_spec = None
         specs: list[NodeSpec] = []
         for block, frame in blocks.items():
             types = schema.get(block) or infer_schema(frame)
-            if target in frame.columns:
+            own = target in frame.columns
+            if own:
                 target_spec = _spec_from_type(target, block, types[target])
-                continue
-            numeric = [c for c in frame.columns
-                       if c not in exclude and types[c].kind in ("continuous", "count")]
-            as_latent = block in _LATENT_BLOCKS or (
-                len(numeric) > _DEFAULT_LATENT_MIN_COLUMNS
-                and len(numeric) >= 0.8 * frame.shape[1])
+                _refuse_unpaired_time(target, target_spec, block)
+                # the target's time/event partner is an outcome too, never a parent
+                exclude_here = exclude | {target} | (
+                    {target_spec.event} if target_spec.event else set())
+            else:
+                exclude_here = exclude
             if block == "outcome":
                 continue
+            numeric = [c for c in frame.columns
+                       if c not in exclude_here and types[c].kind in ("continuous", "count")]
+            candidates = [c for c in frame.columns if c not in exclude_here]
+            as_latent = block in _LATENT_BLOCKS or (
+                len(numeric) > _DEFAULT_LATENT_MIN_COLUMNS
+                and len(numeric) >= 0.8 * max(len(candidates), 1))
             if as_latent:
                 if numeric:
-                    specs.append(NodeSpec(block, "latent", block=block, columns=numeric,
-                                          latent_dim=min(latent_dim, len(numeric))))
+                    name = block if block != target else f"{block}_features"
+                    specs.append(NodeSpec(
+                        name, "latent", block=block, columns=numeric,
+                        latent_dim=(min(_AUTO_MAX_FACTORS, len(numeric)) if auto
+                                    else min(latent_dim, len(numeric))),
+                        prior=({"factors": "empirical_bayes", "transform": "normal_scores"}
+                               if auto else None)))
+                # columns a factor model cannot hold (levels, labels) stay out of the
+                # latent; discrete ones enter as their own nodes
+                for col in candidates:
+                    ctype = types[col]
+                    if col in numeric or ctype.kind in ("label", "event", "survival",
+                                                        "continuous", "count"):
+                        continue
+                    specs.append(_spec_from_type(col, block, ctype))
                 continue
-            for col in frame.columns:
+            for col in candidates:
                 ctype = types[col]
-                if col in exclude or ctype.kind in ("label", "event", "survival"):
+                if ctype.kind in ("label", "event", "survival"):
                     continue
                 specs.append(_spec_from_type(col, block, ctype))
         if target_spec is None:
@@ -461,9 +507,55 @@ class Graph:
         names = {s.name for s in specs}
         if target_spec.name in names:
             raise GraphError(f"target {target!r} collides with a node of the same name")
+        if not specs:
+            raise GraphError(
+                f"target {target!r} has no candidate parents: no other column of "
+                f"{sorted(blocks)} can be a node (all excluded, outcomes or labels); add the "
+                "features as columns or blocks of the cohort")
+        if auto:
+            target_spec.prior = {**(target_spec.prior or {}), "shrinkage": "ridge"}
         graph = cls(specs + [target_spec])
         for spec in specs:
             graph.add_edge(spec.name, target)
+        return graph
+
+    def with_allowed_parents(self, target: str, knowledge: ExpertKnowledge | None = None
+                             ) -> "Graph":
+        """A copy in which ``target`` has every parent the expert knowledge allows, under ridge
+        shrinkage (one learned scale per latent parent and one for the observed ones).
+
+        A learned graph is one draw of an uncertain structure: a true parent the search missed
+        biases the target's answer and its intervals then miss the truth (the demo's learned
+        graph lacked three of local control's four parents: 6 of 24 held-out patients had
+        their true risk inside the 90% interval). Giving the target all parents the tiers
+        allow, and letting shrinkage switch off the ones the data do not support, puts that
+        part of the graph's uncertainty into the posterior. A node is added as a parent when
+        ``knowledge.allows(node, target)``, it sits in an earlier tier than the target (when
+        both are tiered), it is not a descendant of the target (no cycle) and it is not an
+        outcome of the knowledge; edges already present keep their priors.
+        ``knowledge``: default ``self.knowledge``; without any, every non-descendant qualifies.
+        """
+        knowledge = knowledge if knowledge is not None else self.knowledge
+        graph = self.copy()
+        spec = graph.spec(target)
+        below = graph.descendants(target) | {target}
+        outcomes = set(getattr(knowledge, "outcomes", ()) or ()) if knowledge is not None else set()
+        for node in graph.nodes:
+            if node in below or node in outcomes or node in graph.parents(target):
+                continue
+            if graph.spec(node).kind == "group":
+                continue
+            if knowledge is not None:
+                if not knowledge.allows(node, target):
+                    continue
+                # a node of the target's own tier (another outcome) may be allowed by the
+                # tiers but is not a parent to assume: only earlier tiers are added
+                tiers = list(knowledge.tiers)
+                own, other = knowledge.tier_of(target), knowledge.tier_of(node)
+                if own is not None and other is not None and tiers.index(other) >= tiers.index(own):
+                    continue
+            graph.add_edge(node, target)
+        spec.prior = {**(spec.prior or {}), "shrinkage": "ridge"}
         return graph
 
     # ---------------------------------------------------------------- YAML
@@ -558,6 +650,23 @@ def _blocks_and_schema(cohort_or_blocks):
             f"expected a Cohort or a dict of DataFrames (got {type(cohort_or_blocks).__name__})"
         )
     return dict(blocks), dict(getattr(cohort_or_blocks, "schema", {}) or {})
+
+
+_TIME_LIKE = re.compile(r"(^|[_.])(time|days?|months?|years?|os|pfs|dfs|rfs|survival|"
+                        r"follow_?up|time_to_\w+)($|[_.])", re.IGNORECASE)
+
+
+def _refuse_unpaired_time(name: str, spec: NodeSpec, block: str) -> None:
+    """A target that reads as a survival time but has no event column would be modelled as a
+    Gaussian on censored times: a silently wrong answer. Refuse it and say how to pair it."""
+    if spec.kind in ("continuous", "count") and _TIME_LIKE.search(name):
+        raise GraphError(
+            f"target {name!r} (block {block!r}) looks like a survival time but no event column "
+            f"is paired with it, so censored times would be modelled as exact values. Name its "
+            f"0/1 event column {name}_event, event_{name} or {name}_status (or e.X for t.X), or "
+            f"declare it: Cohort(..., schema={{{block!r}: {{{name!r}: {{'kind': 'survival', "
+            f"'event': '<event column>'}}}}}}). If it truly is an uncensored measurement, write "
+            f"the graph yourself (Graph([... NodeSpec({name!r}, 'continuous') ...])).")
 
 
 def _spec_from_type(name: str, block: str, ctype) -> NodeSpec:

@@ -42,6 +42,10 @@ MISSING = "__missing"   # suffix of the site that imputes a missing parent value
 _INTERCEPT_SCALE = {"continuous": 1.0, "binary": 2.5, "categorical": 2.5, "count": 2.0,
                     "survival": 2.0}
 _COEF_SCALE = 1.0
+# Prior sd (HalfNormal scale) of one block's contribution to a child's linear predictor under
+# ridge shrinkage: a few logit units at most for a discrete child, one sd for a Gaussian one.
+_TAU_SCALE = {"continuous": 1.0, "binary": 2.5, "categorical": 2.5, "ordinal": 2.5,
+              "count": 1.0, "survival": 1.0, "latent": 1.0}
 
 
 # ----------------------------------------------------------------------------- back ends
@@ -182,6 +186,22 @@ class Layout:
                         for n in self.order}
         self.groups = {n: [p for p in graph.parents(n) if self.kind[p] == "group"]
                        for n in self.order}
+        # latent nodes with empirical-Bayes factors (``model/factors.py``): their loadings,
+        # column means and sds are constants of the fit, not global sites
+        self.fixed: dict[str, np.ndarray] = {}
+        for n in self.order:
+            if self.kind[n] == "latent" and "factors" in self.stats[n]:
+                fac = self.stats[n]["factors"]
+                loadings = np.asarray(fac["loadings"], dtype=float)
+                if loadings.shape != (self.latent_dim[n], self.n_columns[n]):
+                    raise ModelError(f"latent node {n!r}: its factor loadings are "
+                                     f"{loadings.shape}, the graph says latent_dim "
+                                     f"{self.latent_dim[n]} over {self.n_columns[n]} columns")
+                self.fixed[f"{n}.loadings"] = loadings
+                self.fixed[f"{n}.col_mean"] = np.zeros(self.n_columns[n])
+                self.fixed[f"{n}.col_sd"] = np.full(self.n_columns[n], float(fac["noise_sd"]))
+        self._constants: dict = {}
+        self._derived: dict[str, np.ndarray] = {}
         self.sites: list[GlobalSite] = []
         for name in self.order:
             self._add_sites(name)
@@ -231,7 +251,7 @@ class Layout:
                                          ("LogNormal", (1.0, 1.0))))
         if kind == "survival":
             self.sites.append(GlobalSite(f"{c}.shape", (), "positive", ("LogNormal", (0.0, 1.0))))
-        if kind == "latent":
+        if kind == "latent" and f"{c}.loadings" not in self.fixed:
             k, p = self.latent_dim[c], self.n_columns[c]
             self.sites += [
                 GlobalSite(f"{c}.loadings", (k, p), "real", ("Normal", (0.0, 1.0))),
@@ -247,11 +267,20 @@ class Layout:
                 GlobalSite(f"{c}.hs_c2", (), "positive",
                            ("InverseGamma", (2.0, 2.0 * float(node_prior.get("slab_scale", 2.0)) ** 2))),
             ]
+        ridge = node_prior.get("shrinkage") == "ridge"
+        if ridge:
+            tau_scale = float(node_prior.get("tau_scale", _TAU_SCALE.get(kind, 1.0)))
+            for group in dict.fromkeys(self.ridge_group(c, p) for p in self.parents[c]
+                                       if not self.graph.edge_prior(p, c)):
+                self.sites.append(GlobalSite(f"{c}.tau.{group}", (), "positive",
+                                             ("HalfNormal", (tau_scale,))))
         for p in self.parents[c]:
             shape = (self.enc_dim(p), out)
             edge = self.graph.edge_prior(p, c) or {}
             scale = float(edge.get("scale", node_prior.get("coef_scale", _COEF_SCALE)))
-            if horseshoe:
+            if ridge and not edge:
+                self.sites.append(GlobalSite(f"{c}.coef.{p}", shape, "real", ("Normal", (0.0, 1.0))))
+            elif horseshoe:
                 self.sites += [
                     GlobalSite(f"{c}.coef.{p}", shape, "real", ("Normal", (0.0, 1.0))),
                     GlobalSite(f"{c}.hs_lambda.{p}", shape, "positive", ("HalfCauchy", (1.0,))),
@@ -285,12 +314,68 @@ class Layout:
     def n_unconstrained(self) -> int:
         return sum(s.size for s in self.sites)
 
+    def ridge_group(self, c: str, p: str) -> str:
+        """The group of parent ``p`` under ``c``'s ridge shrinkage: a latent parent is its own
+        group (its block's contribution gets its own scale), observed parents share one."""
+        return p if self.kind[p] == "latent" else "observed"
+
+    def ridge_scales(self, c: str, p: str) -> np.ndarray:
+        """Relative prior sds of parent ``p``'s coefficients on ``c`` under ridge shrinkage,
+        (enc,), scaled so that the group's contribution to the linear predictor has prior sd
+        ``tau`` (its variance sums to tau^2 over the group's standardised inputs).
+
+        An empirical-Bayes latent parent's factor j gets sqrt(|W_j|^2 / sum_l |W_l|^2): the
+        prior that a ridge regression on the block's columns puts on the factor (a Gaussian
+        prior on the column effects, seen through the loadings); other parents share equally.
+        """
+        if self.kind[p] == "latent":
+            fac = self.stats[p].get("factors")
+            if fac is not None:
+                var = np.asarray(fac["variance"], dtype=float)
+                return np.sqrt(var / var.sum())
+            return np.full(self.enc_dim(p), 1.0 / math.sqrt(self.enc_dim(p)))
+        width = sum(self.enc_dim(q) for q in self.parents[c]
+                    if self.ridge_group(c, q) == "observed" and not self.graph.edge_prior(q, c))
+        return np.full(self.enc_dim(p), 1.0 / math.sqrt(max(width, 1)))
+
+    def constant(self, name: str, like, be: Backend):
+        """A fixed array of the fit (``self.fixed`` or ridge scales) in ``like``'s backend,
+        dtype and device (converted once per backend)."""
+        key = (name, be.name, str(getattr(like, "dtype", "")), str(getattr(like, "device", "")))
+        if key not in self._constants:
+            value = self.fixed[name] if name in self.fixed else self._derived[name]
+            if be.name == "pyro":
+                self._constants[key] = be.xp.as_tensor(value, dtype=like.dtype, device=like.device)
+            else:
+                self._constants[key] = be.xp.asarray(value, dtype=like.dtype)
+        return self._constants[key]
+
+    def param(self, g: dict, name: str, be: Backend):
+        """A global parameter by name: a draw in ``g``, or a constant of the fit."""
+        if name in self.fixed:
+            return self.constant(name, next(iter(g.values())), be)
+        return g[name]
+
+    def col_mean(self, g: dict, c: str, be: Backend):
+        """Column means of a latent node's block, (..., p)."""
+        return self.param(g, f"{c}.col_mean", be)
+
+    def col_sd(self, g: dict, c: str, be: Backend):
+        """Column residual sds of a latent node's block, (..., p)."""
+        return self.param(g, f"{c}.col_sd", be)
+
     # effective parameters -------------------------------------------------------
     def coef(self, g: dict, c: str, p: str, be: Backend):
         """Effective coefficient matrix of parent ``p`` on child ``c``, shape (..., enc, out)."""
         raw = g[f"{c}.coef.{p}"]
         site = self.site_index[f"{c}.coef.{p}"]
         edge = self.graph.edge_prior(p, c) or {}
+        if f"{c}.tau.{self.ridge_group(c, p)}" in self.site_index and not edge:
+            tau = g[f"{c}.tau.{self.ridge_group(c, p)}"][..., None, None]
+            name = f"ridge:{c}:{p}"
+            if name not in self._derived:
+                self._derived[name] = self.ridge_scales(c, p)[:, None]
+            return raw * tau * self.constant(name, raw, be)
         if f"{c}.hs_tau" in self.site_index:
             tau, c2 = g[f"{c}.hs_tau"], g[f"{c}.hs_c2"]
             lam = g[f"{c}.hs_lambda.{p}"]
@@ -302,8 +387,11 @@ class Layout:
         return raw
 
     def loadings(self, g: dict, c: str, be: Backend):
-        """Loadings (..., k, p), lower-triangular with positive diagonal (identifiable up to
-        nothing but the labelling of columns)."""
+        """Loadings (..., k, p): lower-triangular with positive diagonal (identifiable up to
+        nothing but the labelling of columns) when learned, or the empirical-Bayes factors'
+        (``model/factors.py``: ordered, largest loading positive)."""
+        if f"{c}.loadings" in self.fixed:
+            return self.param(g, f"{c}.loadings", be)
         raw = g[f"{c}.loadings"]
         k, p = self.latent_dim[c], self.n_columns[c]
         rows = np.arange(k)[:, None]
@@ -446,10 +534,24 @@ def column_information(layout: Layout, c: str, g: dict, x, m, be: Backend, like)
     log p(columns | z) = r . z - z' P z / 2 + const. Returns (P (..., n, k, k), r (..., n, k));
     a patient without the block gets P = 0, r = 0 (the block is marginalised).
     """
+    fixed = f"{c}.loadings" in layout.fixed
+    if fixed:
+        # empirical-Bayes factors: the information depends on the data alone, so compute it
+        # once per data set (every SVI step and prediction chunk passes the same arrays)
+        cached = layout._constants.get(("column_information", c))
+        if cached is not None and cached[0] is x and cached[1] is m:
+            return cached[2]
+        out = _column_information(layout, c, g, x, m, be, like)
+        layout._constants[("column_information", c)] = (x, m, out)
+        return out
+    return _column_information(layout, c, g, x, m, be, like)
+
+
+def _column_information(layout: Layout, c: str, g: dict, x, m, be: Backend, like):
     lam = layout.loadings(g, c, be)                                   # (..., k, p)
     k = layout.latent_dim[c]
     mf = be.to_float(m, like)                                         # (n, p)
-    scaled = lam / g[f"{c}.col_sd"][..., None, :] ** 2                # (..., k, p)
+    scaled = lam / layout.col_sd(g, c, be)[..., None, :] ** 2                # (..., k, p)
     n_obs = mf.sum(-1)
     if be.name == "pyro" and bool(((n_obs == 0) | (n_obs == mf.shape[-1])).all()):
         # every patient has the whole block or none of it (the usual missing modality):
@@ -466,7 +568,7 @@ def column_information(layout: Layout, c: str, g: dict, x, m, be: Backend, like)
         prec = prec.reshape(tuple(prec.shape[:-1]) + (k, k))
     # rounding leaves the product a hair off symmetric, which distributions reject
     prec = 0.5 * (prec + be.mT(prec))
-    centred = scaled * g[f"{c}.col_mean"][..., None, :]
+    centred = scaled * layout.col_mean(g, c, be)[..., None, :]
     # x is 0 where unobserved (so already masked)
     info = be.data_matmul(x, be.mT(scaled)) - be.data_matmul(mf, be.mT(centred))
     return prec, info
@@ -484,13 +586,14 @@ def block_loglik(layout: Layout, c: str, g: dict, z, x, m, be: Backend, like, bl
     """
     prec, info = block or column_information(layout, c, g, x, m, be, like)
     mf = be.to_float(m, like)
-    inv_var = g[f"{c}.col_sd"] ** -2.0                                # (..., p)
-    mean = g[f"{c}.col_mean"]
+    col_sd = layout.col_sd(g, c, be)
+    inv_var = col_sd ** -2.0                                          # (..., p)
+    mean = layout.col_mean(g, c, be)
     # x is 0 where unobserved, so x and x*x are already masked: q and sum_j log col_sd_j
     # as one product of [x*x, x, m] (n, 3p) with a (3p, 2) matrix
     zero = 0.0 * inv_var
     weights = be.xp.stack([be.cat([inv_var, -2.0 * mean * inv_var, mean ** 2 * inv_var]),
-                           be.cat([zero, zero, be.xp.log(g[f"{c}.col_sd"])])], -1)
+                           be.cat([zero, zero, be.xp.log(col_sd)])], -1)
     sums = be.data_matmul(be.cat([x * x, x, mf]), weights)
     quad, log_norm = sums[..., 0], sums[..., 1]
     z_prec_z = (z[..., None, :] @ prec @ z[..., None])[..., 0, 0]
@@ -530,8 +633,8 @@ def latent_marginal_loglik(layout: Layout, c: str, g: dict, prior_mean, x, m, me
     """
     mf = be.to_float(m, prior_mean)
     xm = x * mf
-    inv_var = 1.0 / g[f"{c}.col_sd"] ** 2                                   # (..., p)
-    col_mean = g[f"{c}.col_mean"]
+    inv_var = 1.0 / layout.col_sd(g, c, be) ** 2                           # (..., p)
+    col_mean = layout.col_mean(g, c, be)
     quad = ((xm * x) @ inv_var[..., None] - 2.0 * xm @ (col_mean * inv_var)[..., None]
             + mf @ (col_mean ** 2 * inv_var)[..., None])[..., 0]            # (..., n)
     log_norm = (mf @ be.xp.log(2.0 * math.pi / inv_var)[..., None])[..., 0]
@@ -733,8 +836,8 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
             z = draw(c, be.dist.MultivariateNormal(mean, precision_matrix=prec))
             values[c] = enc[c] = z
             if mode == "simulate":
-                loc = g[f"{c}.col_mean"][..., None, :] + z @ layout.loadings(g, c, be)
-                values[f"{c}.columns"] = be.dist.Normal(loc, g[f"{c}.col_sd"][..., None, :]).sample()
+                loc = layout.col_mean(g, c, be)[..., None, :] + z @ layout.loadings(g, c, be)
+                values[f"{c}.columns"] = be.dist.Normal(loc, layout.col_sd(g, c, be)[..., None, :]).sample()
             continue
         if mode == "simulate":
             values[c] = _simulate_node(layout, c, g, eta, be)

@@ -10,6 +10,7 @@ what was observed. Missing values stay missing (mask False); nothing is imputed 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ import pandas as pd
 
 from bayesrad.errors import ModelError
 from bayesrad.graph.graph import Graph
+from bayesrad.model.factors import normal_scores, normal_scores_fit
 
 # sd below which a column is constant for the purpose of standardisation (keeps 1/sd finite).
 _MIN_SD = 1e-8
@@ -81,6 +83,10 @@ class Preprocessor:
                     library = np.nansum(matrix, axis=1)
                     stats["transform"] = "log_normalised_counts"
                     stats["median_library"] = float(np.median(library[library > 0]))
+                    matrix = _transform_block(matrix, stats)
+                elif (spec.prior or {}).get("transform") == "normal_scores":
+                    stats["transform"] = "normal_scores"
+                    stats["quantiles"] = normal_scores_fit(matrix)
                     matrix = _transform_block(matrix, stats)
                 stats["mean"] = np.nanmean(matrix, axis=0).tolist()
                 stats["sd"] = np.maximum(np.nanstd(matrix, axis=0), _MIN_SD).tolist()
@@ -179,8 +185,18 @@ class Preprocessor:
             if spec.kind == "continuous":
                 x = (_numeric(frame[[name]], name)[:, 0] - st["mean"]) / st["sd"]
             elif spec.kind in ("binary", "categorical", "ordinal", "group"):
-                codes = _codes(col, st["levels"], name, st["block"],
-                               allow_unknown=spec.kind == "group")
+                # a level the training patients never had carries no learned effect: the
+                # value is marginalised as missing, and the caller is told
+                codes = _codes(col, st["levels"], name, st["block"], allow_unknown=True)
+                unknown = col.notna().to_numpy() & (codes < 0)
+                if unknown.any() and spec.kind != "group":
+                    who = [str(p) for p in patient_ids[unknown][:5]]
+                    seen = sorted({str(v) for v in col[unknown]})[:5]
+                    warnings.warn(
+                        f"node {name!r} (block {st['block']!r}): level(s) {seen} of patient(s) "
+                        f"{who}{' ...' if unknown.sum() > 5 else ''} were not seen in training "
+                        f"(levels {list(st['levels'])}); these values are treated as missing",
+                        UserWarning, stacklevel=3)
                 x = np.where(codes >= 0, codes, np.nan).astype(float)
             elif spec.kind == "count":
                 x = _numeric(frame[[name]], name)[:, 0]
@@ -257,8 +273,12 @@ def _looks_like_counts(matrix: np.ndarray) -> bool:
 
 def _transform_block(matrix: np.ndarray, stats: Mapping[str, Any]) -> np.ndarray:
     """Counts -> log1p of library-size-normalised counts (per patient, so a new patient is
-    transformed the same way); other blocks unchanged. A Gaussian factor model on this scale
-    approximates the log-mean factor model of negative-binomial counts."""
+    transformed the same way); a block declared ``transform: normal_scores`` -> normal scores
+    through each column's training quantiles (radiomics columns are skewed and heavy-tailed,
+    which a Gaussian factor model fits badly); other blocks unchanged. A Gaussian factor
+    model on the log scale approximates the log-mean factor model of negative-binomial counts."""
+    if stats.get("transform") == "normal_scores":
+        return normal_scores(matrix, stats["quantiles"])
     if stats.get("transform") != "log_normalised_counts":
         return matrix
     library = np.nansum(matrix, axis=1, keepdims=True)

@@ -275,7 +275,16 @@ def local_guide(layout: Layout, g: dict, d: dict, be: Backend, draw, newton_step
                 enc[c] = point[c]
             continue
         eta = linear_predictor(layout, c, g, enc, codes, be, like)
-        if kind == "latent":
+        if kind == "latent" and f"{c}.loadings" in layout.fixed:
+            # empirical-Bayes factors (model/factors.py) are cut from their children: q(z) is
+            # the exact posterior given the block and the parents, a valid (if not the
+            # tightest) ELBO whose precision is a constant of the fit, factorised once per
+            # data set instead of once per step (a 49-factor radiomics block spent most of a
+            # step in this Cholesky and its gradient)
+            prec, tril = _fixed_factor(layout, c, blocks[c][0], m, be, like)
+            mean = torch.cholesky_solve((eta + blocks[c][1])[..., None], tril)[..., 0]
+            enc[c] = draw(c, PrecisionNormal(mean, prec, tril))
+        elif kind == "latent":
             prec, info = blocks[c]
             prec = be.eye(layout.latent_dim[c], like) + prec
             mean, prec, tril = _add_children(layout, c, g, enc, point, codes, blocks, d, be, prec,
@@ -315,7 +324,10 @@ def _point_encodings(layout: Layout, g: dict, d: dict, be: Backend, codes: dict,
             point[c] = encode(layout, c, x, be, like)     # always observed in training
             continue
         eta = linear_predictor(layout, c, g, point, codes, be, like)
-        if kind == "latent":
+        if kind == "latent" and f"{c}.loadings" in layout.fixed:
+            tril = _fixed_factor(layout, c, blocks[c][0], m, be, like)[1]
+            point[c] = torch.cholesky_solve((eta + blocks[c][1])[..., None], tril)[..., 0]
+        elif kind == "latent":
             prec, info = blocks[c]
             prec = be.eye(layout.latent_dim[c], like) + prec
             point[c] = _solve(prec, eta + info)[0]
@@ -369,6 +381,20 @@ def _add_children(layout, c, g, enc, point, codes, blocks, d, be, prec, info, we
         step_prec = prec + l_prec
         mean, tril = _solve(step_prec, info + l_info)
     return mean, step_prec, tril
+
+
+def _fixed_factor(layout: Layout, c: str, block_prec, mask, be: Backend, like):
+    """(I + P, its Cholesky factor) of an empirical-Bayes latent node, (n, k, k) each: P is
+    the block's information (constant: the loadings are fixed), cached per mask tensor."""
+    key = ("fixed_factor", c)
+    cached = layout._constants.get(key)
+    if cached is not None and cached[0] is mask:
+        return cached[1], cached[2]
+    with torch.no_grad():
+        prec = (be.eye(layout.latent_dim[c], like) + block_prec).detach()
+        tril = torch.linalg.cholesky(prec)
+    layout._constants[key] = (mask, prec, tril)
+    return prec, tril
 
 
 def _solve(prec, info):

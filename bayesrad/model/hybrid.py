@@ -136,6 +136,7 @@ class HybridBN:
         else:
             self.preprocessor_ = Preprocessor(self.graph_).fit(blocks)
         design = self.preprocessor_.transform(blocks)
+        _fit_block_factors(self.graph_, self.preprocessor_, design)
         impute = {n for n in self.graph_.nodes if self.graph_.children(n)
                   and self.graph_.spec(n).kind not in ("latent", "group")
                   and not design.observed[n].all()}
@@ -218,6 +219,8 @@ class HybridBN:
             if best is None or final < best[0]:
                 best = (final, posterior, history, converged)
         _, self.posterior_, history, self.converged_ = best
+        if not self.converged_:
+            _warn_unconverged(history, self.num_steps, self.tol)
         self.elbo_history_ = np.asarray(history)
         self.n_steps_ = len(history)
         self.guide_family_ = family
@@ -878,7 +881,7 @@ def _initialise(posterior: GlobalPosterior, layout: Layout, design: Design) -> N
     """Start latent loadings at the block's principal axes (a zero start is a saddle point
     of the factor model) and column sds at the residual sds."""
     for c in layout.order:
-        if layout.kind[c] != "latent":
+        if layout.kind[c] != "latent" or f"{c}.loadings" in layout.fixed:
             continue
         x, m = design.values[c], design.observed[c]
         rows = m.any(axis=1)
@@ -899,3 +902,45 @@ def _initialise(posterior: GlobalPosterior, layout: Layout, design: Design) -> N
         resid = np.clip(1.0 - (load ** 2).sum(0), 0.05, None)
         posterior.set_init(f"{c}.loadings", torch.as_tensor(load, dtype=torch.float32))
         posterior.set_init(f"{c}.col_sd", torch.as_tensor(np.sqrt(resid), dtype=torch.float32))
+
+
+def _fit_block_factors(graph: Graph, pre: Preprocessor, design: Design) -> None:
+    """Fit the empirical-Bayes factor model of every latent node that asks for one
+    (``prior: {factors: empirical_bayes}``) on the training design, store it with the
+    preprocessor's statistics (saved with the model) and set the node's ``latent_dim`` to the
+    number of factors chosen by evidence (``latent_dim`` in the graph is its upper bound).
+    Factors already in the statistics (a preprocessor passed to ``fit``) are kept."""
+    from bayesrad.model.factors import fit_ppca
+
+    for name in graph.nodes:
+        spec = graph.spec(name)
+        if spec.kind != "latent" or (spec.prior or {}).get("factors") != "empirical_bayes":
+            continue
+        stats = pre.stats_[name]
+        if "factors" not in stats:
+            fac = fit_ppca(design.values[name], design.observed[name],
+                           max_factors=spec.latent_dim, name=name)
+            stats["factors"] = {"loadings": fac["loadings"].tolist(),
+                                "noise_sd": fac["noise_sd"],
+                                "variance": fac["variance"].tolist(),
+                                "log_evidence": fac["log_evidence"].tolist()}
+        spec.latent_dim = len(stats["factors"]["variance"])
+
+
+def _warn_unconverged(history, num_steps: int, tol: float) -> None:
+    """Warn that SVI stopped at its step budget, with the trend of the loss per patient over
+    its last windows (a still-falling loss means more steps would change the fit)."""
+    from bayesrad.errors import ConvergenceWarning
+
+    loss = np.asarray(history, dtype=float)
+    window = min(100, max(len(loss) // 4, 1))
+    means = [float(loss[max(0, end - window):end].mean())
+             for end in range(len(loss), max(len(loss) - 3 * window, 0), -window)][::-1]
+    trend = " -> ".join(f"{m:.4f}" for m in means)
+    change = abs(means[-1] - means[0]) / (1.0 + abs(means[-1])) if len(means) > 1 else float("nan")
+    warnings.warn(
+        f"SVI reached num_steps={num_steps} without converging (relative change of the loss per "
+        f"patient over the last {len(means)} windows of {window} steps: {change:.2e}, tol {tol:g}; "
+        f"loss {trend}). Raise num_steps (e.g. HybridBN(..., num_steps={2 * num_steps})) or the "
+        f"learning_rate, or check the fit with model.elbo_history_",
+        ConvergenceWarning, stacklevel=3)

@@ -27,10 +27,16 @@ def test_latent_marginal_loglik_is_the_gaussian_marginal():
     normal with covariance loadings' loadings + diag(sd^2) on the observed columns."""
 
     class Layout:
-        latent_dim, n_columns = {"z": 3}, {"z": 7}
+        latent_dim, n_columns, fixed = {"z": 3}, {"z": 7}, {}
 
         def loadings(self, g, c, be):
             return g["z.loadings"]
+
+        def col_mean(self, g, c, be):
+            return g["z.col_mean"]
+
+        def col_sd(self, g, c, be):
+            return g["z.col_sd"]
 
     gen = torch.Generator().manual_seed(0)
     draws, n, k, p = 4, 6, 3, 7

@@ -1,0 +1,152 @@
+"""Empirical-Bayes factor models of wide blocks (radiomics, deep features, genes).
+
+A ``latent`` node whose prior says ``factors: empirical_bayes`` does not learn its loadings by
+SVI. Its block is first put on a Gaussian scale (normal scores of each column, training
+quantiles only) and then summarised by probabilistic PCA (Tipping & Bishop 1999) fitted in
+closed form on the training patients that have the block:
+
+    x = W' z + e,   z ~ N(0, I_k),   e ~ N(0, sigma^2 I_p)
+
+with W = V_k (Lambda_k - sigma^2)^(1/2) and sigma^2 the mean of the discarded eigenvalues. The
+number of factors k is the one of highest Laplace evidence (Minka 2000, "Automatic choice of
+dimensionality for PCA"), so it is chosen on the training data, never on a test split.
+
+Why not learn the loadings with the rest of the graph: with hundreds of columns and one
+outcome, the block's likelihood swamps the outcome's and a k = 2 factor keeps variance, not
+outcome signal (on three real radiomics cohorts the old default scored AUC 0.32-0.72 where
+L2-logistic scored 0.60-0.83). With k chosen by evidence (tens of factors on real radiomics)
+the factors carry nearly everything the block says, the outcome's coefficients on them are
+shrunk as a ridge regression on the columns would shrink them (``compile``'s ``ridge``
+shrinkage), and the fit is cheap: one SVD instead of k x p loadings in the variational family.
+The loadings are then fixed (a "cut" of the block's model from the outcome's): the same for
+SVI and NUTS, so the latent coefficients of the two are comparable.
+
+Identifiability convention: factors are ordered by decreasing variance and each factor's
+largest absolute loading is positive.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy.special import gammaln
+from scipy.stats import norm
+
+from bayesrad.errors import ModelError
+
+# Upper bound of k: the per-patient posterior of z is a k x k solve per draw, and on the real
+# cohorts tried the evidence's maximum lay between 50 and 70 with 95-99% of the variance below 60.
+MAX_FACTORS = 64
+# Normal scores use at most this many training quantiles per column (linear interpolation
+# between them; beyond the training range a value takes the extreme quantile's score).
+_MAX_QUANTILES = 101
+
+
+def normal_scores_fit(matrix: np.ndarray) -> list[list[float]]:
+    """Training quantiles of each column, (p, q) as nested lists (JSON-able).
+
+    ``matrix``: (n, p) with NaN where missing.
+    """
+    out = []
+    for j in range(matrix.shape[1]):
+        col = matrix[:, j]
+        col = col[np.isfinite(col)]
+        q = min(_MAX_QUANTILES, max(col.size, 2))
+        out.append(np.quantile(col, np.linspace(0.0, 1.0, q)).tolist() if col.size else [0.0, 0.0])
+    return out
+
+
+def normal_scores(matrix: np.ndarray, quantiles: list[list[float]]) -> np.ndarray:
+    """Map each column to N(0, 1) scores through its training quantiles, (n, p); NaN stays NaN.
+
+    Ties in the training quantiles (a column with repeated values) take the middle of their
+    run, so a constant stretch does not map to one extreme.
+    """
+    out = np.full(matrix.shape, np.nan)
+    for j, grid in enumerate(quantiles):
+        grid = np.asarray(grid, dtype=float)
+        levels = np.linspace(0.0, 1.0, grid.size)
+        col = matrix[:, j]
+        ok = np.isfinite(col)
+        lo = np.interp(col[ok], grid, levels, left=0.0, right=1.0)
+        hi = -np.interp(-col[ok], -grid[::-1], -levels[::-1], left=-1.0, right=0.0)
+        u = 0.5 * (lo + hi)
+        # the extreme training values sit at half a step inside (0, 1)
+        step = 0.5 / max(grid.size - 1, 1)
+        out[ok, j] = norm.ppf(np.clip(u, step, 1.0 - step))
+    return out
+
+
+def _log_evidence(spectrum: np.ndarray, k: int, n: int, p: int) -> float:
+    """Minka's (2000) Laplace approximation of log p(data | k) for probabilistic PCA.
+
+    ``spectrum``: the p eigenvalues of the sample covariance in decreasing order (zeros past
+    the rank). Written out here (as scikit-learn's private ``_assess_dimension``) because the
+    public ``PCA(n_components="mle")`` refuses wide data (n < p), which is the usual case.
+    """
+    if k >= p:
+        return -np.inf
+    pu = -k * math.log(2.0)
+    for i in range(1, k + 1):
+        pu += gammaln((p - i + 1) / 2.0) - math.log(math.pi) * (p - i + 1) / 2.0
+    head = spectrum[:k]
+    if np.any(head <= 0):
+        return -np.inf
+    pl = -np.sum(np.log(head)) * n / 2.0
+    v = max(np.sum(spectrum[k:]) / (p - k), 1e-12)
+    pv = -math.log(v) * n * (p - k) / 2.0
+    m = p * k - k * (k + 1.0) / 2.0
+    pp = math.log(2.0 * math.pi) * (m + k) / 2.0
+    pa = 0.0
+    sp = spectrum.copy()
+    sp[k:p] = v
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i in range(k):
+            gap = (spectrum[i] - spectrum[i + 1:]) * (1.0 / sp[i + 1:] - 1.0 / sp[i])
+            pa += np.sum(np.log(gap)) + (p - i - 1) * math.log(n)
+    if not np.isfinite(pa):
+        return -np.inf
+    return pu + pl + pv + pp - pa / 2.0 - k * math.log(n) / 2.0
+
+
+def fit_ppca(x: np.ndarray, observed: np.ndarray, max_factors: int = MAX_FACTORS,
+             name: str = "block") -> dict[str, Any]:
+    """Probabilistic PCA of a standardised block, k by Laplace evidence.
+
+    Parameters
+    ----------
+    x : (n, p) standardised values, 0 where unobserved (the design's contract).
+    observed : (n, p) bool mask.
+    max_factors : upper bound of k (also at most rows - 2 and p - 1).
+    name : the node, for messages.
+
+    Returns ``{"loadings": (k, p), "noise_sd": float, "variance": (k,), "k": int,
+    "log_evidence": (K,)}`` as numpy arrays; ``variance[j]`` is factor j's share of the
+    block's signal variance (``|W_j|^2``), which the outcome's ridge prior scales by.
+    Cells missing inside a present row are taken at the column mean (0) for the SVD.
+    """
+    rows = observed.any(axis=1)
+    n, p = int(rows.sum()), x.shape[1]
+    if n < 4:
+        raise ModelError(f"latent node {name!r}: its block is observed for {n} training patients; "
+                         "an empirical-Bayes factor model needs at least 4")
+    data = np.where(observed[rows], x[rows], 0.0)
+    data = data - data.mean(axis=0)
+    _, s, vt = np.linalg.svd(data, full_matrices=False)
+    spectrum = np.zeros(p)
+    spectrum[:s.size] = s ** 2 / n
+    upper = max(1, min(max_factors, n - 2, p - 1))
+    evidence = np.array([_log_evidence(spectrum, k, n, p) for k in range(1, upper + 1)])
+    k = int(np.nanargmax(evidence)) + 1 if np.isfinite(evidence).any() else 1
+    sigma2 = max(float(spectrum[k:].sum() / (p - k)), 1e-6)
+    signal = np.clip(spectrum[:k] - sigma2, 1e-9, None)
+    loadings = vt[:k] * np.sqrt(signal)[:, None]
+    # the stated convention: each factor's largest |loading| positive
+    pivot = np.argmax(np.abs(loadings), axis=1)
+    signs = np.sign(loadings[np.arange(k), pivot])
+    signs[signs == 0] = 1.0
+    loadings = loadings * signs[:, None]
+    return {"loadings": loadings, "noise_sd": math.sqrt(sigma2), "variance": signal, "k": k,
+            "log_evidence": evidence}
