@@ -425,8 +425,9 @@ class Graph:
         """The obvious first graph: every block and clinical variable a parent of ``target``,
         under shrinkage.
 
-        Blocks named radiomics/deep/genes/expression, or numeric blocks with more than
-        10 columns, become one ``latent`` node each (named after the block); other columns
+        Blocks named radiomics/deep/genes/expression (or containing those words, such as
+        ``pet_radiomics``, with ``latent_dim="auto"``), or numeric blocks with more than 10
+        columns, become one ``latent`` node each (named after the block); other columns
         become observed nodes typed from the cohort schema (or inferred). The target may sit
         in a block with its features (one CSV): the block's other columns are its parents.
         Other outcome columns (survival times, events, and every column of an ``outcome``
@@ -436,7 +437,9 @@ class Graph:
         scores and summarised by probabilistic PCA with the number of factors chosen by
         evidence on the training data (``model/factors.py``, at most 64), and the target's
         coefficients get ridge shrinkage with one learned scale per block (a Bayesian ridge
-        regression on the block's columns, seen through its factors). An integer keeps the
+        regression on the block's columns, seen through its factors). With several latent
+        blocks, the most complete one is a parent of the others (ridge-shrunk), so a block a
+        patient lacks is predicted from the blocks they have. An integer keeps the
         older k-dimensional factor model learned jointly by SVI, with Normal(0, 1)
         coefficients.
 
@@ -474,6 +477,7 @@ class Graph:
                        if c not in exclude_here and types[c].kind in ("continuous", "count")]
             candidates = [c for c in frame.columns if c not in exclude_here]
             as_latent = block in _LATENT_BLOCKS or (
+                auto and any(word in block for word in _LATENT_BLOCKS) and len(numeric) > 2) or (
                 len(numeric) > _DEFAULT_LATENT_MIN_COLUMNS
                 and len(numeric) >= 0.8 * max(len(candidates), 1))
             if as_latent:
@@ -514,7 +518,22 @@ class Graph:
                 "features as columns or blocks of the cohort")
         if auto:
             target_spec.prior = {**(target_spec.prior or {}), "shrinkage": "ridge"}
+        latents = [s for s in specs if s.kind == "latent"]
+        if auto and len(latents) > 1:
+            # a block missing for a patient is predicted from the blocks present: the most
+            # complete block is a parent of every other (ridge-shrunk factor regressions);
+            # roots would fall back to their prior and flatten the answer
+            counts = {s.name: int(blocks[s.block][s.columns].notna().any(axis=1).sum())
+                      for s in latents}
+            hub = max(latents, key=lambda s: (counts[s.name], -latents.index(s)))
+            for spec in latents:
+                if spec is not hub:
+                    spec.prior = {**(spec.prior or {}), "shrinkage": "ridge"}
         graph = cls(specs + [target_spec])
+        if auto and len(latents) > 1:
+            for spec in latents:
+                if spec is not hub:
+                    graph.add_edge(hub.name, spec.name)
         for spec in specs:
             graph.add_edge(spec.name, target)
         return graph

@@ -159,6 +159,9 @@ class GlobalPosterior(torch.nn.Module):
         return self.split(self.constrain(self.rsample(n_samples)[0])[0])
 
 
+_MAX_CORRELATED = 300
+
+
 def _node_blocks(layout: Layout) -> list[list[int]]:
     """Indices into u of each node's own parameters (blocks of two or more), in order."""
     blocks, offset = {}, 0
@@ -167,7 +170,10 @@ def _node_blocks(layout: Layout) -> list[list[int]]:
         if site.name[len(node) + 1:] not in ("loadings", "col_mean", "col_sd"):
             blocks.setdefault(node, []).extend(range(offset, offset + site.size))
         offset += site.size
-    return [index for index in blocks.values() if len(index) > 1]
+    # a node with hundreds of parameters (a latent block's coefficients on another latent
+    # block) keeps mean-field: its (I + M) factor would cost O(d^2) parameters and time per
+    # step for correlations that matter most between a few coefficients
+    return [index for index in blocks.values() if 1 < len(index) <= _MAX_CORRELATED]
 
 
 def make_guide(layout: Layout, posterior: GlobalPosterior, n_patients: int,
