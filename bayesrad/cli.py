@@ -243,5 +243,48 @@ def _parse_do(items: list[str]) -> dict:
     return out
 
 
+@app.command()
+def evaluate(
+    cohort_dir: Path = typer.Argument(..., help="A cohort directory holding the features and the target."),
+    target: str = typer.Option(..., "--target", help="Outcome column (binary, categorical or survival time)."),
+    out: Path = typer.Option(..., "--out", help="Directory for metrics.json and report.html."),
+    models: str = typer.Option("bayesrad,l1,l2,rf", "--models",
+                               help="Comma-separated: bayesrad,rf,l1,l2,practice,cox,rsf,early,late,late_stacking."),
+    cv: str = typer.Option("5x3", "--cv", help="Stratified folds x repeats."),
+    centre: str = typer.Option("", "--centre", help="Column of centres: leave-one-centre-out instead of CV."),
+    split_column: str = typer.Option("", "--split-column", help="Column of 'train'/'test': the given split."),
+    missing_block: str = typer.Option("", "--missing-block", help="Also draw AUC/ECE curves as this block goes missing."),
+    seed: int = typer.Option(0, "--seed"),
+    n_boot: int = typer.Option(1000, "--n-boot", min=50),
+) -> None:
+    """Compare bayesrad with the baselines on the same folds; write metrics.json and report.html."""
+    import json
+
+    from bayesrad.data import Cohort
+    from bayesrad.evaluate.harness import compare, missing_modality_curve, to_json
+    from bayesrad.evaluate.report import write_report
+
+    try:
+        cohort = Cohort.from_directory(cohort_dir)
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        result = compare(cohort, target, models=names, cv=cv, centre=centre or None,
+                         split_column=split_column or None, seed=seed, n_boot=n_boot, progress=True)
+        curves = (missing_modality_curve(cohort, target, missing_block, models=names, seed=seed,
+                                         n_boot=min(n_boot, 500)) if missing_block else None)
+    except BayesradError as exc:
+        _fail(exc)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = to_json(result)
+    if curves is not None:
+        payload["missing_modality_curve"] = curves.to_dict(orient="records")
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=1, default=float))
+    tmp.replace(out / "metrics.json")
+    write_report(result, out / "report.html", curves=curves, title=f"bayesrad evaluation: {target}")
+    shown = result.pivot_table(index="model", columns="metric", values="estimate", aggfunc="first")
+    console.print(shown.round(3).to_string())
+    console.print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

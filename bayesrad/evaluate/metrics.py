@@ -131,4 +131,149 @@ def survival_calibration(time, event, survival_at_t, t: float, draws=None) -> di
     return out
 
 
-__all__ = ["auc", "brier", "ece", "coverage", "concordance", "survival_calibration"]
+def log_loss(y_true, p) -> float:
+    """Mean negative log-likelihood of 0/1 outcomes under P(y=1) ``p`` (clipped at 1e-15)."""
+    from sklearn.metrics import log_loss as _log_loss
+
+    y, p = _arrays(y_true=y_true, p=p)
+    _binary(y)
+    return float(_log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0.0, 1.0]))
+
+
+def calibration_line(y_true, p) -> dict[str, float]:
+    """Calibration slope and intercept: the logistic regression of the outcome on logit(p)
+    (slope 1 and intercept 0 when calibrated; a slope below 1 means over-confident)."""
+    from sklearn.linear_model import LogisticRegression
+
+    y, p = _arrays(y_true=y_true, p=p)
+    _binary(y)
+    logit = np.log(np.clip(p, 1e-9, 1 - 1e-9) / np.clip(1 - p, 1e-9, 1))
+    fit = LogisticRegression(C=1e8, max_iter=1000).fit(logit[:, None], y)
+    return {"slope": float(fit.coef_[0, 0]), "intercept": float(fit.intercept_[0])}
+
+
+def threshold_metrics(y_true, p, threshold: float | str = "youden") -> dict[str, float]:
+    """Sensitivity, specificity, PPV and NPV of ``p >= threshold`` (``"youden"``: the
+    threshold maximising sensitivity + specificity on these patients; choose it on training
+    data and pass the number when the result is to be reported on a test set)."""
+    from sklearn.metrics import roc_curve
+
+    y, p = _arrays(y_true=y_true, p=p)
+    _binary(y)
+    if threshold == "youden":
+        fpr, tpr, cuts = roc_curve(y, p)
+        threshold = float(cuts[int(np.argmax(tpr - fpr))])
+    pos = p >= float(threshold)
+    tp, fp = np.sum(pos & (y == 1)), np.sum(pos & (y == 0))
+    fn, tn = np.sum(~pos & (y == 1)), np.sum(~pos & (y == 0))
+
+    def ratio(a, b):
+        return float(a / b) if b else float("nan")
+
+    return {"threshold": float(threshold), "sensitivity": ratio(tp, tp + fn),
+            "specificity": ratio(tn, tn + fp), "ppv": ratio(tp, tp + fp), "npv": ratio(tn, tn + fn)}
+
+
+def ece_noise_floor(p, n_bins: int = 10, strategy: str = "quantile", n_draws: int = 500,
+                    seed: int = 0) -> dict[str, float]:
+    """The ECE a perfectly calibrated model would score on these patients: outcomes redrawn
+    from ``p`` itself (Bernoulli), ``n_draws`` times. ECE has a positive bias on small
+    cohorts, so an ECE is judged against this floor, not against 0."""
+    (p,) = _arrays(p=p)
+    rng = np.random.default_rng(seed)
+    values = [ece((rng.random(p.size) < p).astype(float), p, n_bins, strategy)
+              for _ in range(n_draws)]
+    return {"mean": float(np.mean(values)), "sd": float(np.std(values)),
+            "q95": float(np.quantile(values, 0.95))}
+
+
+def _probabilities(y_codes, probs):
+    y = np.asarray(y_codes, dtype=int).ravel()
+    probs = np.asarray(probs, dtype=float)
+    if probs.ndim != 2 or probs.shape[0] != y.size:
+        raise ModelError(f"probs must be (n_patients, n_classes) = ({y.size}, K) (got {probs.shape})")
+    if y.min() < 0 or y.max() >= probs.shape[1]:
+        raise ModelError(f"class codes must lie in 0..{probs.shape[1] - 1} (got {np.unique(y)[:5]})")
+    return y, probs
+
+
+def multiclass_metrics(y_codes, probs, n_bins: int = 10) -> dict[str, float]:
+    """Accuracy, balanced accuracy, multiclass Brier (sum over classes, mean over patients),
+    top-label ECE and classwise ECE (mean over classes) of class probabilities ``probs``
+    (n, K) for integer class codes ``y_codes`` (n,)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    y, probs = _probabilities(y_codes, probs)
+    pred = probs.argmax(1)
+    onehot = np.eye(probs.shape[1])[y]
+    top = probs.max(1)
+    return {"accuracy": float(np.mean(pred == y)),
+            "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+            "brier": float(np.mean(np.sum((probs - onehot) ** 2, axis=1))),
+            "top_label_ece": ece((pred == y).astype(float), top, n_bins, "uniform"),
+            "classwise_ece": float(np.mean([ece(onehot[:, k], probs[:, k], n_bins, "uniform")
+                                            for k in range(probs.shape[1])]))}
+
+
+def _surv(time, event):
+    from sksurv.util import Surv
+
+    return Surv.from_arrays(event=np.asarray(event, dtype=bool), time=np.asarray(time, dtype=float))
+
+
+def uno_c(train_time, train_event, time, event, risk, tau: float | None = None) -> float:
+    """Uno's IPCW C-index of a risk score (higher = earlier event), censoring weights from the
+    training patients (scikit-survival's ``concordance_index_ipcw``)."""
+    from sksurv.metrics import concordance_index_ipcw
+
+    return float(concordance_index_ipcw(_surv(train_time, train_event), _surv(time, event),
+                                        np.asarray(risk, dtype=float), tau=tau)[0])
+
+
+def time_dependent_auc(train_time, train_event, time, event, risk, times) -> dict[float, float]:
+    """Cumulative/dynamic AUC of a risk score at each of ``times`` (scikit-survival)."""
+    from sksurv.metrics import cumulative_dynamic_auc
+
+    values, _ = cumulative_dynamic_auc(_surv(train_time, train_event), _surv(time, event),
+                                       np.asarray(risk, dtype=float), np.asarray(times, dtype=float))
+    return {float(t): float(v) for t, v in zip(times, values)}
+
+
+def integrated_brier(train_time, train_event, time, event, survival, times) -> float:
+    """Integrated Brier score of predicted S(t) ``survival`` (n, len(times)) over ``times``
+    (scikit-survival; the times must lie inside the test follow-up)."""
+    from sksurv.metrics import integrated_brier_score
+
+    return float(integrated_brier_score(_surv(train_time, train_event), _surv(time, event),
+                                        np.asarray(survival, dtype=float),
+                                        np.asarray(times, dtype=float)))
+
+
+def bootstrap_ci(metric, *arrays, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                 stratify=None) -> dict[str, float]:
+    """Percentile bootstrap over patients of ``metric(*arrays)``: ``{"estimate", "ci_low",
+    "ci_high", "n_boot"}``. Resamples where the metric cannot be computed (one class only)
+    are skipped; ``stratify`` (n,) keeps each group's size in every resample."""
+    arrays = [np.asarray(a) for a in arrays]
+    n = len(arrays[0])
+    estimate = float(metric(*arrays))
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if stratify is None else [
+        np.flatnonzero(np.asarray(stratify) == g) for g in np.unique(stratify)]
+    values = []
+    for _ in range(n_boot):
+        index = np.concatenate([rng.choice(g, g.size, replace=True) for g in groups])
+        try:
+            values.append(float(metric(*[a[index] for a in arrays])))
+        except (ModelError, ValueError, ZeroDivisionError):
+            continue
+    if not values:
+        return {"estimate": estimate, "ci_low": float("nan"), "ci_high": float("nan"), "n_boot": 0}
+    alpha = (1 - level) / 2
+    return {"estimate": estimate, "ci_low": float(np.quantile(values, alpha)),
+            "ci_high": float(np.quantile(values, 1 - alpha)), "n_boot": len(values)}
+
+
+__all__ = ["auc", "brier", "ece", "coverage", "concordance", "survival_calibration", "log_loss",
+           "calibration_line", "threshold_metrics", "ece_noise_floor", "multiclass_metrics",
+           "uno_c", "time_dependent_auc", "integrated_brier", "bootstrap_ci"]
