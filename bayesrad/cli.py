@@ -167,7 +167,8 @@ def structure(
         table = build_node_table(_load_cohort(cohort_dir, features), seed=seed,
                                  latent_dim=1 if method == "pc" else 2)
         expert = ExpertKnowledge.from_yaml(knowledge) if knowledge else ExpertKnowledge.from_blocks(table.blocks)
-        graph = learn_structure(table, knowledge=expert, method=method, bootstrap=bootstrap, n_jobs=n_jobs, seed=seed)
+        graph = learn_structure(table, knowledge=expert, method=method, bootstrap=bootstrap, n_jobs=n_jobs, seed=seed,
+                                progress=bootstrap > 0)
     except BayesradError as exc:
         _fail(exc)
     graph.to_yaml(out)
@@ -218,18 +219,25 @@ def predict(
                                 "outside the training range by more than the margin."),
 ) -> None:
     """Posterior predictions with credible intervals for every patient of a cohort."""
+    import warnings
+
     from bayesrad.model import HybridBN
+    from bayesrad.model.guardrails import ExtrapolationWarning
 
     try:
         interventions = _parse_do(do)
-        model = HybridBN.load(model_dir)
+        model = HybridBN.load(model_dir).set_params(progress=True)  # a bar (or log lines) per batch
         cohort = _load_cohort(cohort_dir, features)
-        if counterfactual:
-            predictions = model.counterfactual(cohort, target, do=interventions, ignore=ignore, strict=strict)
-        else:
-            predictions = model.predict(cohort, target=target, do=interventions, ignore=ignore, strict=strict)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ExtrapolationWarning)
+            if counterfactual:
+                predictions = model.counterfactual(cohort, target, do=interventions, ignore=ignore, strict=strict)
+            else:
+                predictions = model.predict(cohort, target=target, do=interventions, ignore=ignore, strict=strict)
     except BayesradError as exc:
         _fail(exc)
+    for warning in caught:  # extrapolation and particle warnings belong on the console, not in a traceback log
+        console.print(f"[yellow]warning:[/] {warning.message}")
     from bayesrad.pipeline import describe_predictions
 
     out.parent.mkdir(parents=True, exist_ok=True)

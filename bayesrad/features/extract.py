@@ -355,9 +355,9 @@ def extract_cohort(cohort, out_dir: str | os.PathLike | None = None, steps=None,
 def _progress_bar(total: int, progress: bool, initial: int = 0):
     if not progress:
         return None
-    from tqdm.auto import tqdm
+    from bayesrad.progress import progress_bar
 
-    return tqdm(total=total, initial=initial, desc="extracting features", unit="ROI")
+    return progress_bar(total, desc="extracting features", unit="ROI", initial=initial)
 
 
 def _run_on_dask(client, units: list[_Unit], pending: list[int], record) -> None:

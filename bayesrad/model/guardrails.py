@@ -17,10 +17,11 @@ from collections.abc import Mapping
 
 from bayesrad.errors import ModelError
 
-# How far outside the training range (in training sds) a value may go before a warning: one sd
-# beyond the extremes stays within what the fitted lines still describe on cohorts of a few
-# hundred patients; it is a convention, chosen to keep ordinary "what if +10 Gy" queries quiet.
-DEFAULT_MARGIN_SD = 1.0
+# How far outside the training range (in training sds) a value may go before a warning. A
+# convention, not a derived bound: two sds beyond the extremes keeps ordinary what-if queries
+# ("+10 Gy" on a cohort treated at 54-66 Gy) quiet and catches values no plan would give
+# (500 Gy: 137 sds; -1 Gy: 17 sds on the same cohort).
+DEFAULT_MARGIN_SD = 2.0
 
 
 class ExtrapolationWarning(UserWarning):

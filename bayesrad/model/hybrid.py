@@ -185,9 +185,10 @@ class HybridBN:
             average = [param.detach().clone() for param in posterior.parameters()]
             steps = range(self.num_steps)
             if self.progress:
-                from tqdm.auto import tqdm
+                from bayesrad.progress import progress_iter
 
-                steps = tqdm(steps, desc=f"SVI restart {restart + 1}/{self.n_restarts}")
+                steps = progress_iter(steps, desc=f"SVI restart {restart + 1}/{self.n_restarts}",
+                                      unit="steps")
             window_start = None
             with pyro.validation_enabled(False):
                 for step in steps:
@@ -211,6 +212,8 @@ class HybridBN:
                             converged = True
                             break
                         window_start = smoothed
+            if hasattr(steps, "close"):
+                steps.close()  # the progress report's last line, also after an early stop
             with torch.no_grad():
                 for kept, param in zip(average, posterior.parameters()):
                     param.copy_(kept)
@@ -487,12 +490,21 @@ class HybridBN:
 
     def _rounds(self, design, target, n_samples, summarise, predict_particles, **particle_args):
         frames, ess, used = [], [], 1
+        bar = None
+        if self.progress and len(design.patient_ids) > 1:
+            from bayesrad.progress import progress_bar
+
+            bar = progress_bar(len(design.patient_ids), desc=f"predicting {target}", unit="patients")
         for chunk in self._particles(design, target, n_samples,
                                      predict_particles=predict_particles,
                                      **particle_args):
             frames.append(summarise(chunk, design.patient_ids[chunk.start:chunk.stop]))
             ess.append(particles.effective_particles(chunk.weights, n_samples))
             used = chunk.shape[1]
+            if bar is not None:
+                bar.update(chunk.stop - chunk.start)
+        if bar is not None:
+            bar.close()
         return frames, np.concatenate(ess), used
 
     def _summary(self, target, g, values, weights, index, times) -> pd.DataFrame:
