@@ -126,7 +126,8 @@ def pretrain(
 @app.command()
 def embed(
     cohort_dir: Path = typer.Argument(..., help="A cohort directory with images."),
-    encoder_dir: Path = typer.Option(..., "--encoder", help="Encoder folder written by `bayesrad pretrain`."),
+    encoder_dir: Path = typer.Option(..., "--encoder", help="Encoder folder written by `bayesrad pretrain`, "
+                                     "or the name of a packaged one (encoder_small)."),
     out: Path = typer.Option(..., "--out", help="Directory to write deep.csv into."),
     pca_dim: int = typer.Option(0, "--pca-dim", min=0, help="Reduce embeddings to this many components (0: keep all)."),
 ) -> None:
@@ -135,6 +136,10 @@ def embed(
     from bayesrad.imaging import embed_cohort
 
     try:
+        if not encoder_dir.exists():
+            from bayesrad.imaging import packaged_encoder
+
+            encoder_dir = packaged_encoder(str(encoder_dir))
         deep = embed_cohort(Cohort.from_directory(cohort_dir), encoder_dir, pca_dim=pca_dim or None)
     except BayesradError as exc:
         _fail(exc)

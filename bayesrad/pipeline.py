@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
-DEMO_ENCODER = REPO_MODELS / "encoder_small"
+# The demo's encoder ships as package data (bayesrad/imaging/pretrained/encoder_small).
+DEMO_ENCODER = "encoder_small"
 # Radiomics classes for the demo: enough to describe size, intensity and texture while keeping
 # the demo to a few minutes on two cores (the full default set is ~100 features per image).
 DEMO_RADIOMICS = {
@@ -150,14 +150,19 @@ def _extract_features(cohort, out: Path, n_jobs: int, console):
         cohort = cohort.with_block("gene_modules", eigengenes)
         console.print(f"gene modules: {eigengenes.shape[1]} eigengenes from {cohort.blocks['genes'].shape[1]} genes")
         cohort = cohort.drop_block("genes")
-    if DEMO_ENCODER.is_dir():
-        from bayesrad.imaging import embed_cohort
+    from bayesrad.errors import BayesradError
+    from bayesrad.imaging import embed_cohort, packaged_encoder
 
-        deep = embed_cohort(cohort, DEMO_ENCODER, pca_dim=8)
+    try:
+        encoder = packaged_encoder(DEMO_ENCODER)
+    except BayesradError:
+        encoder = None
+    if encoder is not None:
+        deep = embed_cohort(cohort, encoder, pca_dim=8)
         cohort = cohort.with_block("deep", deep)
         console.print(f"deep block: {deep.shape[1]} embedding components for {deep.shape[0]} patients")
     else:
-        console.print(f"[yellow]no encoder at {DEMO_ENCODER}; the deep block is skipped[/]")
+        console.print(f"[yellow]no packaged encoder {DEMO_ENCODER!r}; the deep block is skipped[/]")
     return cohort
 
 

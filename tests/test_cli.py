@@ -5,7 +5,6 @@ model through ``--features`` directories (features.yaml), and the outputs descri
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,7 +15,6 @@ from bayesrad.cli import app
 from bayesrad.model import HybridBN
 
 runner = CliRunner()
-ENCODER_SMALL = Path(__file__).resolve().parents[1] / "models" / "encoder_small"
 
 
 def _run(*args):
@@ -35,7 +33,7 @@ def chain(tmp_path_factory):
     assert "30 patients" in out and (cohort_dir / "manifest.csv").exists()
     assert "clinical" in _run("summary", cohort_dir)
     _run("extract", cohort_dir, "--out", feats, "--steps", "radiomics", "--no-progress")
-    _run("embed", cohort_dir, "--encoder", ENCODER_SMALL, "--out", deep, "--pca-dim", 2)
+    _run("embed", cohort_dir, "--encoder", "encoder_small", "--out", deep, "--pca-dim", 2)
     _run("harmonize", cohort_dir, "--features", feats, "--blocks", "radiomics", "--batch", "centre",
          "--out", harm)
     features = ["--features", feats, "--features", deep, "--features", harm]
