@@ -103,6 +103,23 @@ def test_interventions_are_checked(chain):
     assert bare.exit_code == 2 and "NODE=VALUE" in bare.output
 
 
+def test_extract_gives_kinetic_habitats_with_maps_for_dynamic_pet(tmp_path):
+    cohort_dir, feats = tmp_path / "glioma", tmp_path / "features"
+    _run("simulate", "glioma_pet", "--out", cohort_dir, "--n-patients", 8, "--seed", 1, "--image-size", 16)
+    _run("extract", cohort_dir, "--out", feats, "--steps", "kinetics", "--no-progress")
+    kinetics = pd.read_csv(feats / "kinetics.csv", index_col="patient_id")
+    entry = yaml.safe_load((feats / "features.yaml").read_text())["blocks"]["kinetics"]
+    assert entry["step"] == "extract/kinetics+habitats" and entry["n_habitats"] >= 2
+    # whole-lesion and per-habitat features for every patient, one habitat map per patient
+    assert len(kinetics) == 8 and kinetics.notna().all().all()
+    for h in range(1, entry["n_habitats"] + 1):
+        assert f"dpet_lesion_habitat{h}_fraction" in kinetics.columns
+    fractions = kinetics.filter(regex=r"habitat\d+_fraction$").sum(axis=1)
+    assert (abs(fractions - 1.0) < 1e-9).all()
+    assert sorted(p.name for p in (feats / "habitats").glob("*_habitats.nii.gz")) == \
+        sorted(f"{p}_habitats.nii.gz" for p in kinetics.index)
+
+
 def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path):
     result = runner.invoke(app, ["summary", str(tmp_path / "nowhere")])
     assert result.exit_code == 2
