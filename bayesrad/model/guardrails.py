@@ -32,7 +32,7 @@ def _number(node: str, value, kind: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ModelError(f"do: {value!r} for {kind} node {node!r} is not a number; give a value "
+        raise ModelError(f"do: {value!r} for {node!r} is not a number ({kind} node); give a value "
                          f"in the node's units (e.g. {node}=70) or a shift ({node}=+10)") from None
     if not math.isfinite(number):
         raise ModelError(f"do: {value!r} for {node!r} is not a finite number")

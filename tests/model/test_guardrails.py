@@ -42,7 +42,7 @@ def test_far_values_warn_how_far_and_strict_refuses():
 
 
 def test_non_numbers_and_negative_counts_are_errors_naming_the_node():
-    with pytest.raises(ModelError, match=r"'lots' for continuous node 'dose' is not a number"):
+    with pytest.raises(ModelError, match=r"'lots' for 'dose' is not a number \(continuous node\)"):
         check_interventions({"dose": "lots"}, KINDS, STATS)
     with pytest.raises(ModelError, match=r"'fractions' is a count; -2 is negative"):
         check_interventions({"fractions": -2}, KINDS, STATS)
