@@ -199,7 +199,7 @@ def _draw_rows(data: pd.DataFrame, n_bootstrap: int, seed: int) -> list[np.ndarr
 
 
 def bootstrap_structure(data: pd.DataFrame, learner, n_bootstrap: int = 100, seed: int = 0,
-                        n_jobs: int = 1, client=None) -> BootstrapResult:
+                        n_jobs: int = 1, client=None, progress: bool = False) -> BootstrapResult:
     """Fit ``learner`` on ``n_bootstrap`` resamples of ``data`` and count the edges.
 
     Parameters
@@ -212,6 +212,7 @@ def bootstrap_structure(data: pd.DataFrame, learner, n_bootstrap: int = 100, see
     n_jobs : worker processes (1 = in this process; -1 = all CPUs).
     client : a ``distributed.Client`` or a scheduler address (``"tcp://host:8786"``); when
         given, resamples run on that Dask cluster and ``n_jobs`` is ignored.
+    progress : report resamples as they finish (a bar on a terminal, lines in a log).
 
     Returns
     -------
@@ -228,8 +229,15 @@ def bootstrap_structure(data: pd.DataFrame, learner, n_bootstrap: int = 100, see
         workers = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
         if workers < 1:
             raise GraphError(f"n_jobs must be >= 1 or -1 (got {n_jobs})")
+        if progress:
+            from bayesrad.progress import progress_iter
+
+            track = lambda items: progress_iter(items, total=len(draws), desc="structure bootstrap",  # noqa: E731
+                                                unit="resamples")
+        else:
+            track = iter
         if workers == 1:
-            edge_lists = [_fit_rows(data, learner, rows) for rows in draws]
+            edge_lists = [_fit_rows(data, learner, rows) for rows in track(draws)]
         else:
             # fork keeps start-up cheap (no re-import of pgmpy/torch per worker); results do
             # not depend on the start method because the search is hash-order independent.
@@ -238,8 +246,8 @@ def bootstrap_structure(data: pd.DataFrame, learner, n_bootstrap: int = 100, see
                                      mp_context=multiprocessing.get_context(method),
                                      initializer=_init_worker,
                                      initargs=(data, learner)) as pool:
-                edge_lists = list(pool.map(_fit_in_worker, draws,
-                                           chunksize=max(1, len(draws) // (4 * workers))))
+                edge_lists = list(track(pool.map(_fit_in_worker, draws,
+                                                 chunksize=max(1, len(draws) // (4 * workers)))))
     nodes = node_names(data.columns, getattr(learner, "vector_nodes", None))
     index = {name: i for i, name in enumerate(nodes)}
     counts = np.zeros((len(nodes), len(nodes)), dtype=int)

@@ -515,7 +515,7 @@ def learn_structure(table: NodeTable | pd.DataFrame,
                     knowledge: ExpertKnowledge | None = None,
                     method: str = "hill_climb", bootstrap: int = 0,
                     threshold: float | str = "scutari", n_jobs: int = 1, client=None,
-                    seed: int = 0, **params) -> Graph:
+                    seed: int = 0, progress: bool = False, **params) -> Graph:
     """Learn a bayesrad ``Graph`` from a node table under expert knowledge.
 
     Parameters
@@ -530,6 +530,7 @@ def learn_structure(table: NodeTable | pd.DataFrame,
         or a probability in [0, 1].
     n_jobs, client : bootstrap parallelism: processes, or a Dask ``Client`` / scheduler address.
     seed : bootstrap seed.
+    progress : report bootstrap resamples as they finish (``bayesrad.progress``).
     params : settings of the learner (e.g. ``score``, ``max_indegree``, ``significance_level``).
 
     Returns
@@ -569,7 +570,7 @@ def learn_structure(table: NodeTable | pd.DataFrame,
         from bayesrad.graph.bootstrap import bootstrap_structure
 
         result = bootstrap_structure(table.data, learner, n_bootstrap=int(bootstrap),
-                                     seed=seed, n_jobs=n_jobs, client=client)
+                                     seed=seed, n_jobs=n_jobs, client=client, progress=progress)
         graph = dag_to_graph(result.averaged_dag(threshold=threshold), table,
                              result.confidence())
         graph.bootstrap_ = result

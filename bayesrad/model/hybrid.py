@@ -186,9 +186,10 @@ class HybridBN:
             average = [param.detach().clone() for param in posterior.parameters()]
             steps = range(self.num_steps)
             if self.progress:
-                from tqdm.auto import tqdm
+                from bayesrad.progress import progress_iter
 
-                steps = tqdm(steps, desc=f"SVI restart {restart + 1}/{self.n_restarts}")
+                steps = progress_iter(steps, desc=f"SVI restart {restart + 1}/{self.n_restarts}",
+                                      unit="steps")
             window_start = None
             with pyro.validation_enabled(False):
                 for step in steps:
@@ -212,6 +213,8 @@ class HybridBN:
                             converged = True
                             break
                         window_start = smoothed
+            if hasattr(steps, "close"):
+                steps.close()  # the progress report's last line, also after an early stop
             with torch.no_grad():
                 for kept, param in zip(average, posterior.parameters()):
                     param.copy_(kept)
@@ -400,9 +403,21 @@ class HybridBN:
             return z.expand(n, self.layout_.latent_dim[node])
         raise ModelError(f"do: intervening on a {kind} node ({node!r}) is not supported")
 
+    def check_do(self, do: Mapping | None, strict: bool = False,
+                 margin_sd: float | None = None) -> dict[str, float]:
+        """The intervention guardrails (``model/guardrails.py``) on this model's training
+        statistics: ``{node: distance outside the training range in training sds}``; warns
+        beyond ``margin_sd`` (default ``guardrails.DEFAULT_MARGIN_SD``), raises if ``strict``."""
+        from bayesrad.model import guardrails
+
+        self._check_fitted()
+        return guardrails.check_interventions(
+            do, self.layout_.kind, self.preprocessor_.stats_, strict=strict,
+            margin_sd=guardrails.DEFAULT_MARGIN_SD if margin_sd is None else margin_sd)
+
     # ------------------------------------------------------------------ predictions
     def predict(self, data, target: str, n_samples: int | None = None, do: Mapping | None = None,
-                times=None, seed: int | None = None, ignore=()) -> pd.DataFrame:
+                times=None, seed: int | None = None, ignore=(), strict: bool = False) -> pd.DataFrame:
         """Posterior predictive of ``target`` for every patient in ``data``.
 
         Every observed value in ``data`` is evidence except the target's own and those of
@@ -415,6 +430,8 @@ class HybridBN:
         ``do``: ``{node: value}`` interventions in original units (incoming edges cut; the
         values of the node's descendants in ``data`` are then no evidence); a string
         ``"+10"`` / ``"-5"`` on a continuous or count node shifts the patient's own value.
+        A value outside the training range by more than a margin warns how far it
+        extrapolates (``strict=True``: raises ``ModelError``); see :meth:`check_do`.
 
         Returns a DataFrame indexed by patient_id:
         - binary: ``mean`` = P(target = 1), ``sd`` and quantiles ``q025 ... q975`` of the
@@ -434,6 +451,7 @@ class HybridBN:
         kind = self.layout_.kind[target]
         if kind in ("latent", "group"):
             raise ModelError(f"target {target!r} is a {kind} node; predict an observed node")
+        self.check_do(do, strict=strict)
         n_samples = n_samples or self.n_samples
 
         def summarise(chunk, index):
@@ -475,12 +493,21 @@ class HybridBN:
 
     def _rounds(self, design, target, n_samples, summarise, predict_particles, **particle_args):
         frames, ess, used = [], [], 1
+        bar = None
+        if self.progress and len(design.patient_ids) > 1:
+            from bayesrad.progress import progress_bar
+
+            bar = progress_bar(len(design.patient_ids), desc=f"predicting {target}", unit="patients")
         for chunk in self._particles(design, target, n_samples,
                                      predict_particles=predict_particles,
                                      **particle_args):
             frames.append(summarise(chunk, design.patient_ids[chunk.start:chunk.stop]))
             ess.append(particles.effective_particles(chunk.weights, n_samples))
             used = chunk.shape[1]
+            if bar is not None:
+                bar.update(chunk.stop - chunk.start)
+        if bar is not None:
+            bar.close()
         return frames, np.concatenate(ess), used
 
     def _summary(self, target, g, values, weights, index, times) -> pd.DataFrame:
@@ -526,8 +553,25 @@ class HybridBN:
         return self._answer(self._design(data), target, n_samples, summarise, seed=seed,
                             ignore=ignore).to_numpy()
 
+    def survival_curves(self, data, target: str, times, n_samples: int | None = None,
+                        seed: int | None = None, ignore=()) -> pd.DataFrame:
+        """Posterior-mean S(t) as a tidy table: one row per (patient, time) with columns
+        ``patient_id``, ``time_days`` (days, as the model's survival times) and ``survival``
+        (probability of surviving past that time); ``attrs["time_unit"] = "days"``.
+        The same numbers as :meth:`survival_function`, which returns the bare
+        (n_patients, n_times) array for numerical code."""
+        times = np.asarray(times, dtype=float)
+        wide = self.survival_function(data, target, times, n_samples=n_samples, seed=seed,
+                                      ignore=ignore)
+        ids = self._design(data).patient_ids
+        out = pd.DataFrame({"patient_id": np.repeat(np.asarray(ids, dtype=object), len(times)),
+                            "time_days": np.tile(times, len(ids)), "survival": wide.ravel()})
+        out.attrs.update(time_unit="days", target=target)
+        return out
+
     def counterfactual(self, data, target: str, do: Mapping, n_samples: int | None = None,
-                       times=None, seed: int | None = None, ignore=()) -> pd.DataFrame:
+                       times=None, seed: int | None = None, ignore=(), strict: bool = False
+                       ) -> pd.DataFrame:
         """What ``target`` would have been for each patient of ``data`` under ``do``.
 
         Abduction, action, prediction (see ``model/counterfactual.py``): each patient's
@@ -547,6 +591,7 @@ class HybridBN:
                              f"the graph (nodes: {self.graph_.nodes})")
         if not do:
             raise ModelError("counterfactual needs at least one intervention in do=")
+        self.check_do(do, strict=strict)
         n_samples = n_samples or self.n_samples
         design = self._design(data)
         kind = self.layout_.kind[target]
@@ -656,8 +701,9 @@ class HybridBN:
         parent's level ``"p[level]"``, a latent's dimension ``"z[j]"`` (``k > 1``), a
         categorical child's level ``"c[level]"``. Effects are per original unit of the parent
         on the child's linear predictor (identity for continuous, logit, cumulative logit, log
-        rate, log time). Columns: mean, sd, q05, q95, and the same on the model scale
-        (``std_mean``, ``std_sd``).
+        rate, log time). A group (centre) parent gives one row per level, ``"centre[B]"``:
+        that level's random intercept on the child's linear predictor. Columns: mean, sd,
+        q05, q95, and the same on the model scale (``std_mean``, ``std_sd``).
         """
         self._check_fitted()
         g = self.posterior_samples(n_samples)
@@ -675,6 +721,19 @@ class HybridBN:
                         orig = std * factor_c / factor_p
                         rows.append({"parent": pkey, "child": ckey, "mean": float(orig.mean()),
                                      "sd": float(orig.std()),
+                                     "q05": float(torch.quantile(orig, 0.05)),
+                                     "q95": float(torch.quantile(orig, 0.95)),
+                                     "std_mean": float(std.mean()), "std_sd": float(std.std())})
+            # a group (centre) parent: its random intercept per level, "centre[B]" rows
+            for grp in self.layout_.groups.get(c, ()):
+                table = g[f"{c}.group_raw.{grp}"] * g[f"{c}.group_sd.{grp}"][..., None, :]
+                levels = self.preprocessor_.stats_[grp]["levels"]
+                for i, level in enumerate(levels):
+                    for j, ckey in enumerate(self._keys(c, child=True)):
+                        std = table[:, i, j]
+                        orig = std * self._child_unit(c)
+                        rows.append({"parent": f"{grp}[{level}]", "child": ckey,
+                                     "mean": float(orig.mean()), "sd": float(orig.std()),
                                      "q05": float(torch.quantile(orig, 0.05)),
                                      "q95": float(torch.quantile(orig, 0.95)),
                                      "std_mean": float(std.mean()), "std_sd": float(std.std())})
