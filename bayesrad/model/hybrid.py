@@ -340,6 +340,9 @@ class HybridBN:
             shift_model = {k: self._shift_to_model_scale(k, v) for k, v in relative.items()}
             for start in range(0, design.n, step):
                 stop = min(design.n, start + step)
+                if common_noise:
+                    # the same noise in every chunk too: common random numbers for all rows
+                    torch.manual_seed((self.seed if seed is None else seed) + 1)
                 chunk = {k: v[start:stop] for k, v in arrays.items()}
                 shape = (n_samples, predict_particles, stop - start)
                 do_model = {k: self._to_model_scale(k, v, stop - start) for k, v in absolute.items()}
