@@ -161,7 +161,7 @@ def shapley(model, data, target: str, nodes: Sequence[str] | None = None,
     Returns
     -------
     DataFrame, one row per (patient, player): ``patient, node, value, q05, q95, mc_se,
-    base, prediction``. ``value`` is the posterior mean contribution (target units),
+    base, prediction, prediction_q05, prediction_q95, target, kind``. ``value`` is the posterior mean contribution (target units),
     ``q05``/``q95`` its 90% credible interval over the draws, ``base`` the prediction with no
     evidence and ``prediction`` with all players' evidence; per patient ``value`` sums to
     ``prediction - base`` (exactly, draw by draw).
@@ -209,7 +209,10 @@ def shapley(model, data, target: str, nodes: Sequence[str] | None = None,
         frames.append(pd.DataFrame({
             "patient": design.patient_ids[row], "node": names, "value": phi.mean(1),
             "q05": np.quantile(phi, 0.05, axis=1), "q95": np.quantile(phi, 0.95, axis=1),
-            "mc_se": mc, "base": float(base.mean()), "prediction": float(full.mean())}))
+            "mc_se": mc, "base": float(base.mean()), "prediction": float(full.mean()),
+            "prediction_q05": float(np.quantile(full, 0.05)),
+            "prediction_q95": float(np.quantile(full, 0.95)),
+            "target": target, "kind": model.layout_.kind[target]}))
     return pd.concat(frames, ignore_index=True)
 
 
