@@ -1,5 +1,5 @@
 """Model-agnostic explanations behind one interface: PDP and ICE (``sklearn.inspection``),
-ALE (by hand), SHAP (``shap``'s permutation explainer) and LIME (``lime``), for HybridBN or
+ALE (by hand), SHAP (``shap``'s kernel explainer) and LIME (``lime``), for HybridBN or
 any model with ``predict(X)`` returning a DataFrame with ``mean`` (or an array), or a plain
 callable ``f(X) -> (n,)``. ``X`` is a flat feature table (patients x columns)."""
 
@@ -104,9 +104,8 @@ def explain_model(model, X: pd.DataFrame, method: str, feature: str | None = Non
     """One interface to PDP, ICE, ALE, SHAP and LIME.
 
     ``method``: ``"pdp"``/``"ice"``/``"ale"`` (need ``feature``; return ``value`` and
-    ``mean`` per grid point, ICE also ``row``), ``"shap"`` (``shap.PermutationExplainer``
-    with an independent masker on ``background`` rows of ``X``; tidy ``row, feature,
-    value``) or ``"lime"`` (``lime_tabular`` in regression mode; tidy ``row, feature,
+    ``mean`` per grid point, ICE also ``row``), ``"shap"`` (``shap.KernelExplainer`` on
+    ``background`` rows of ``X``, interventional; tidy ``row, feature, value``) or ``"lime"`` (``lime_tabular`` in regression mode; tidy ``row, feature,
     value`` with LIME's condition text in ``rule``). ``rows``: the rows of ``X`` to explain
     (SHAP/LIME; default the first 10).
     """
@@ -137,10 +136,13 @@ def explain_model(model, X: pd.DataFrame, method: str, feature: str | None = Non
         import shap
 
         bg = X.sample(min(background, len(X)), random_state=seed)
-        explainer = shap.PermutationExplainer(lambda a: fn(pd.DataFrame(a, columns=X.columns)),
-                                              shap.maskers.Independent(bg, max_samples=len(bg)),
-                                              seed=seed)
-        values = explainer(X.loc[rows]).values
+        # KernelExplainer rather than PermutationExplainer: the latter JIT-compiles numba
+        # code on first use (43 s on this 2-core machine) for the same values here
+        explainer = shap.KernelExplainer(
+            lambda a: fn(pd.DataFrame(a, columns=X.columns)), bg.to_numpy(dtype=float))
+        values = np.asarray(explainer.shap_values(X.loc[rows].to_numpy(dtype=float),
+                                                  nsamples=options.get("nsamples", "auto"),
+                                                  silent=True))
         return pd.DataFrame({"row": np.repeat(rows, X.shape[1]),
                              "feature": list(X.columns) * len(rows), "value": values.ravel()})
     from lime.lime_tabular import LimeTabularExplainer

@@ -1,13 +1,11 @@
-"""A linear-Gaussian graph with a closed-form conditional expectation, and its fit."""
+"""A linear-Gaussian graph with a closed-form conditional expectation."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from bayesrad.graph.graph import Graph, NodeSpec
-from bayesrad.model import HybridBN
 
 NODES = ["x1", "x2", "x3", "x4", "y"]
 # y = 1.0 x1 + 0.5 x2 - 0.7 x3 + e; x2 = 0.8 x1 + e; x4 is unconnected (a dummy player)
@@ -42,10 +40,3 @@ def lg_covariance() -> np.ndarray:
         a[idx[c], idx[p]] = b
     inv = np.linalg.inv(np.eye(5) - a)
     return inv @ np.diag([SD[n] ** 2 for n in NODES]) @ inv.T
-
-
-@pytest.fixture(scope="module")
-def lg_fit():
-    model = HybridBN(lg_graph(), num_steps=800, min_steps=300, learning_rate=0.05, seed=0,
-                     num_threads=1, n_samples=200).fit(lg_cohort(2000, seed=1))
-    return model, lg_cohort(5, seed=2)

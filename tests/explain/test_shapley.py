@@ -15,7 +15,7 @@ from bayesrad.explain import exact_from_values, shapley
 from bayesrad.graph.graph import Graph, NodeSpec
 from bayesrad.model import HybridBN
 
-from explain_fixtures import NODES, lg_covariance, lg_fit  # noqa: F401 (fixture)
+from explain_fixtures import NODES, lg_covariance
 
 PLAYERS = ["x1", "x2", "x3", "x4"]
 

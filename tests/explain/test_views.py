@@ -11,7 +11,7 @@ from bayesrad.explain import (edge_strengths, explain_model, markov_blanket, pat
                               sentence, shapley, what_if)
 from bayesrad.explain.plots import beeswarm, waterfall, what_if_plot
 
-from explain_fixtures import B, lg_fit  # noqa: F401 (fixture)
+from explain_fixtures import B
 
 
 def test_markov_blanket_and_edges(lg_fit):
