@@ -353,5 +353,59 @@ def harmonize(
                       f"{out / (name + '.csv')} ({'applied from ' + str(using) if using else 'fitted here'})")
 
 
+@app.command()
+def explain(
+    model_dir: Path = typer.Argument(..., help="A model folder written by `bayesrad fit`."),
+    cohort_dir: Path = typer.Argument(..., help="Patients to explain."),
+    target: str = typer.Option(..., "--target", help="A binary, continuous or count node."),
+    out: Path = typer.Option(..., "--out", help="Directory for contributions.csv, "
+                             "sentences.txt and PNG figures."),
+    patient: list[str] = typer.Option([], "--patient", help="A patient id (repeatable; "
+                                      "default: every patient)."),
+    ignore: list[str] = typer.Option([], "--ignore", help="A node that is no evidence "
+                                     "(e.g. a later outcome); repeatable."),
+    method: str = typer.Option("auto", "--method", help="exact | sampled | auto (exact up "
+                               "to 12 evidence nodes)."),
+    n_samples: int = typer.Option(100, "--n-samples", min=10),
+) -> None:
+    """Shapley contributions of each patient's evidence (90% intervals), one sentence each,
+    a waterfall per patient and a cohort beeswarm."""
+    from bayesrad.data import Cohort
+    from bayesrad.explain import sentence, shapley
+    from bayesrad.explain.plots import beeswarm, waterfall
+    from bayesrad.explain.shapley import MAX_EXACT, _players
+    from bayesrad.model import HybridBN
+    from bayesrad.model.design import blocks_of
+
+    try:
+        model = HybridBN.load(model_dir)
+        cohort = Cohort.from_directory(cohort_dir)
+        design = model.preprocessor_.transform(blocks_of(cohort))
+        names, _ = _players(model, design, target, None)
+        names = [n for n in names if n not in set(ignore)]
+        chosen = method if method != "auto" else ("exact" if len(names) <= MAX_EXACT
+                                                  else "sampled")
+        table = shapley(model, design, target, nodes=names, method=chosen,
+                        n_samples=n_samples, patients=list(patient) or None)
+    except BayesradError as exc:
+        _fail(exc)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "contributions.csv", index=False)
+    lines = [f"{p}: {sentence(table, p, target)}" for p in table["patient"].unique()]
+    (out / "sentences.txt").write_text("\n".join(lines) + "\n")
+    import matplotlib.pyplot as plt
+
+    for p in table["patient"].unique()[:20]:           # at most 20 waterfalls
+        fig = waterfall(table, p)
+        fig.savefig(out / f"waterfall_{p}.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+    fig = beeswarm(table)
+    fig.savefig(out / "beeswarm.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    for line in lines[:5]:
+        console.print(line)
+    console.print(f"{len(lines)} patients explained ({chosen}) -> {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

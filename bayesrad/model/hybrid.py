@@ -292,7 +292,8 @@ class HybridBN:
         return self.preprocessor_.transform(blocks_of(data))
 
     def _particles(self, design: Design, target: str, n_samples: int, do=None, seed=None,
-                   ignore=(), factual: bool = False, predict_particles: int | None = None):
+                   ignore=(), factual: bool = False, predict_particles: int | None = None,
+                   common_noise: bool = False):
         """Weighted particles of every patient's unobserved nodes, in chunks of patients.
 
         Yields a ``_Chunk`` per chunk of patients: the globals broadcast (S, 1, ...) and
@@ -325,7 +326,7 @@ class HybridBN:
             arrays[f"x:{node}"] = torch.zeros_like(arrays[f"x:{node}"])
         intervened = {} if factual else absolute
         if not particles.evidence_needs_weights(layout, arrays, intervened):
-            predict_particles = 1
+            predict_particles = 1 if not common_noise else predict_particles or 1
         else:
             predict_particles = predict_particles or self.predict_particles
         draws = self.posterior_samples(n_samples, seed)
@@ -334,6 +335,7 @@ class HybridBN:
         g = {k: v.unsqueeze(1) for k, v in draws.items()}
         flat_g = {k: v.repeat_interleave(predict_particles, 0) for k, v in draws.items()}
         step = particles.chunk_size(layout, n_samples * predict_particles)
+        sample = particles.draw_common if common_noise else particles.draw
         import pyro
 
         # shape checks of every distribution cost more than the arithmetic here, and the
@@ -344,11 +346,14 @@ class HybridBN:
             shift_model = {k: self._shift_to_model_scale(k, v) for k, v in relative.items()}
             for start in range(0, design.n, step):
                 stop = min(design.n, start + step)
+                if common_noise:
+                    # the same noise in every chunk too: common random numbers for all rows
+                    torch.manual_seed((self.seed if seed is None else seed) + 1)
                 chunk = {k: v[start:stop] for k, v in arrays.items()}
                 shape = (n_samples, predict_particles, stop - start)
                 do_model = {k: self._to_model_scale(k, v, stop - start) for k, v in absolute.items()}
                 values = particles.propose(layout, g, chunk,
-                                           lambda fn: particles.draw(fn, shape), target=target,
+                                           lambda fn: sample(fn, shape), target=target,
                                            do={} if factual else do_model,
                                            shift={} if factual else shift_model)
                 weights = particles.normalised_weights(values.pop("__log_weight__"), shape)
@@ -460,6 +465,53 @@ class HybridBN:
 
         return self._answer(self._design(data), target, n_samples, summarise, do=do, seed=seed,
                             ignore=ignore)
+
+    def predict_draws(self, data, target: str, n_samples: int | None = None,
+                      do: Mapping | None = None, seed: int | None = None, ignore=(),
+                      n_particles: int | None = None) -> np.ndarray:
+        """Per-draw posterior means of ``target``: array (S, n), S = ``n_samples`` draws of
+        the globals, n patients of ``data`` (a cohort, blocks or a ``Design``).
+
+        Entry (s, i) is E[target | patient i's evidence, globals draw s] with the patient's
+        unobserved nodes integrated over their importance-weighted particles; ``predict``'s
+        ``mean`` is the average over s. Binary: P(target = 1); continuous: original units;
+        count: the count. The same ``(n_samples, seed)`` gives the same draws of the globals
+        for every call, so callers (``bayesrad.explain``) can compare answers under different
+        evidence draw by draw. Per-row evidence differences are expressed in the design itself
+        (a row with a value unobserved), so one call answers many evidence sets at once.
+        Particles use common random numbers across patients (``particles.draw_common``):
+        two rows that differ in one value differ in their answers through that value only.
+        No second round for collapsed particles (unlike ``predict``). ``n_particles``:
+        particles per draw (default ``predict_particles`` when the evidence needs weights,
+        else 1); more of them average out the unobserved nodes within each draw, so the
+        spread over draws is the globals' uncertainty rather than particle noise.
+        """
+        self._check_fitted()
+        kind = self.layout_.kind.get(target)
+        if kind not in ("binary", "continuous", "count"):
+            raise ModelError(f"predict_draws: target {target!r} must be a binary, continuous or "
+                             f"count node of the graph (it is {kind}; nodes: {self.graph_.nodes})")
+        n_samples = n_samples or self.n_samples
+        st = self.preprocessor_.stats_[target]
+        out = []
+        for chunk in self._particles(self._design(data), target, n_samples, do=do, seed=seed,
+                                     ignore=ignore, common_noise=True,
+                                     predict_particles=n_particles):
+            values = particles.flatten(chunk.values, chunk.shape, self.layout_)
+            if kind == "binary":
+                v = torch.sigmoid(values["__eta__"][target][..., 0])
+            elif kind == "continuous" and not self.layout_.graph.children(target):
+                # the conditional mean given the parents' particles: no noise of a drawn value
+                v = values["__eta__"][target][..., 0] * st["sd"] + st["mean"]
+            elif kind == "continuous":
+                v = values[target] * st["sd"] + st["mean"]
+            else:
+                v = values[target].float()
+            s, l, n = chunk.shape
+            # weights sum to 1/S within each draw: rescale to a mean per draw
+            per_draw = (chunk.weights * v.double()).reshape(s, l, n).sum(1) * s
+            out.append(per_draw.numpy())
+        return np.concatenate(out, axis=1)
 
     def _answer(self, design: Design, target: str, n_samples: int, summarise, **particle_args
                 ) -> pd.DataFrame:

@@ -55,6 +55,29 @@ def draw(fn, shape: tuple[int, int, int]):
     return (fn.expand(target) if target != batch else fn).sample()
 
 
+def draw_common(fn, shape: tuple[int, int, int]):
+    """Like ``draw``, with common random numbers across the patient axis: every row of a
+    chunk reuses the same standard-normal / uniform noise per (draw, particle). Rows that
+    differ only in some evidence then differ in their answers only through that evidence
+    (``bayesrad.explain`` compares coalitions row by row). Normal and multivariate normal
+    by reparameterisation, Bernoulli and categorical by inverse CDF; others as ``draw``."""
+    batch = tuple(fn.batch_shape)
+    target = tuple(np.broadcast_shapes(batch, shape))
+    noise_shape = target[:-1] + (1,)
+    if isinstance(fn, torch.distributions.MultivariateNormal):
+        eps = torch.randn(noise_shape + tuple(fn.event_shape), dtype=fn.loc.dtype)
+        return fn.loc + (fn.scale_tril * eps[..., None, :]).sum(-1)
+    if isinstance(fn, torch.distributions.Normal):
+        return fn.loc + fn.scale * torch.randn(noise_shape, dtype=fn.loc.dtype)
+    if isinstance(fn, torch.distributions.Bernoulli):
+        return (torch.rand(noise_shape, dtype=fn.probs.dtype) < fn.probs).to(fn.probs.dtype)
+    if isinstance(fn, torch.distributions.Categorical):
+        u = torch.rand(noise_shape + (1,), dtype=fn.probs.dtype)
+        cdf = fn.probs.cumsum(-1)
+        return (u > cdf[..., :-1]).sum(-1).expand(target)
+    return draw(fn, shape)
+
+
 def flatten(values: Mapping, shape: tuple[int, int, int], layout: Layout) -> dict:
     """``propose`` values broadcast to (S, L, n[, width]) and reshaped to
     (S * L, n[, width]); the linear predictors under ``"__eta__"`` likewise. Values without
