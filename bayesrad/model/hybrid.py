@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.base import BaseEstimator
 
 from bayesrad.errors import ModelError, NotFittedError
 from bayesrad.graph.graph import Graph
@@ -34,7 +35,7 @@ _DEFAULT_BATCH = 1024
 _AVERAGE_DECAY = 0.99
 
 
-class HybridBN:
+class HybridBN(BaseEstimator):
     """A Bayesian network over mixed node kinds, compiled to Pyro / NumPyro.
 
     Parameters
@@ -103,16 +104,13 @@ class HybridBN:
         self.num_threads = num_threads
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, data, device: str | None = None, method: str | None = None, *,
-            preprocessor: Preprocessor | None = None) -> "HybridBN":
+    def fit(self, data, *, preprocessor: Preprocessor | None = None) -> "HybridBN":
         """Fit the posterior of the global parameters.
 
         Parameters
         ----------
         data : a ``Cohort`` or ``{block: DataFrame}`` indexed by patient_id (blocks may hold
             different patients: a patient absent from a block misses that modality).
-        device : overrides ``self.device`` for this fit.
-        method : overrides ``self.method`` for this fit.
         preprocessor : a fitted ``Preprocessor`` whose statistics (standardisation, levels)
             are reused instead of learnt from ``data``: the priors then sit on a fixed scale,
             as simulation-based calibration needs.
@@ -123,7 +121,7 @@ class HybridBN:
         """
         if not isinstance(self.graph, Graph):
             raise ModelError(f"HybridBN needs a bayesrad Graph (got {type(self.graph).__name__})")
-        method = method or self.method
+        method = self.method
         if method not in ("svi", "nuts"):
             raise ModelError(f"method must be 'svi' or 'nuts' (got {method!r})")
         blocks = blocks_of(data)
@@ -143,7 +141,7 @@ class HybridBN:
         self.layout_ = Layout(self.graph_, self.preprocessor_, impute)
         self.method_ = method
         self.train_design_ = design
-        self.device_ = _resolve_device(device or self.device)
+        self.device_ = _resolve_device(self.device)
         with _threads(self.num_threads):
             if method == "svi":
                 self._fit_svi(design)
@@ -170,54 +168,59 @@ class HybridBN:
         data = design_arrays(layout, design, Backend("pyro"), dtype=torch.float32,
                              device=self.device_)
         best = None
+        # the caller's global generators are left as they were (scikit-learn's contract):
+        # each restart draws from torch's generator forked and seeded locally
+        forked = [self.device_] if self.device_.type == "cuda" else []
         for restart in range(self.n_restarts):
-            pyro.set_rng_seed(self.seed + 1000 * restart)
-            posterior = GlobalPosterior(layout, family).to(self.device_)
-            _initialise(posterior, layout, design)
-            objective = Objective(layout, posterior, data, self.num_particles, batch)
-            # the distributions check their arguments and supports on the first evaluation;
-            # on every step those checks would cost more than the arithmetic of small graphs
-            with pyro.validation_enabled(True), torch.no_grad():
-                objective()
-            decay = self.lr_decay ** (1.0 / max(self.num_steps, 1))
-            optim = ClippedAdam(posterior.parameters(), lr=self.learning_rate, lrd=decay,
-                                clip_norm=10.0)
-            history, smoothed, converged = [], None, False
-            average = [param.detach().clone() for param in posterior.parameters()]
-            steps = range(self.num_steps)
-            if self.progress:
-                from tqdm.auto import tqdm
+            with torch.random.fork_rng(devices=forked):
+                torch.manual_seed(self.seed + 1000 * restart)
+                posterior = GlobalPosterior(layout, family).to(self.device_)
+                _initialise(posterior, layout, design)
+                objective = Objective(layout, posterior, data, self.num_particles, batch)
+                # the distributions check their arguments and supports on the first evaluation;
+                # on every step those checks would cost more than the arithmetic of small graphs
+                with pyro.validation_enabled(True), torch.no_grad():
+                    objective()
+                decay = self.lr_decay ** (1.0 / max(self.num_steps, 1))
+                optim = ClippedAdam(posterior.parameters(), lr=self.learning_rate, lrd=decay,
+                                    clip_norm=10.0)
+                history, smoothed, converged = [], None, False
+                average = [param.detach().clone() for param in posterior.parameters()]
+                steps = range(self.num_steps)
+                if self.progress:
+                    from tqdm.auto import tqdm
 
-                steps = tqdm(steps, desc=f"SVI restart {restart + 1}/{self.n_restarts}")
-            window_start = None
-            with pyro.validation_enabled(False):
-                for step in steps:
-                    optim.zero_grad()
-                    loss = objective()
-                    loss.backward()
-                    optim.step()
-                    with torch.no_grad():
-                        for kept, param in zip(average, posterior.parameters()):
-                            kept.mul_(_AVERAGE_DECAY).add_(param, alpha=1.0 - _AVERAGE_DECAY)
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        raise ModelError(
-                            f"the ELBO became {value} at step {step}; lower learning_rate (now "
-                            f"{self.learning_rate}) or check the data for extreme values")
-                    history.append(value)
-                    smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
-                    if step % 100 == 0:
-                        if (window_start is not None and step >= self.min_steps
-                                and abs(window_start - smoothed) < self.tol * (1.0 + abs(smoothed))):
-                            converged = True
-                            break
-                        window_start = smoothed
-            with torch.no_grad():
-                for kept, param in zip(average, posterior.parameters()):
-                    param.copy_(kept)
-            final = float(np.mean(history[-50:]))
-            if best is None or final < best[0]:
-                best = (final, posterior, history, converged)
+                    steps = tqdm(steps, desc=f"SVI restart {restart + 1}/{self.n_restarts}")
+                window_start = None
+                with pyro.validation_enabled(False):
+                    for step in steps:
+                        optim.zero_grad()
+                        loss = objective()
+                        loss.backward()
+                        optim.step()
+                        with torch.no_grad():
+                            for kept, param in zip(average, posterior.parameters()):
+                                kept.mul_(_AVERAGE_DECAY).add_(param, alpha=1.0 - _AVERAGE_DECAY)
+                        value = float(loss.detach())
+                        if not math.isfinite(value):
+                            raise ModelError(
+                                f"the ELBO became {value} at step {step}; lower learning_rate "
+                                f"(now {self.learning_rate}) or check the data for extreme values")
+                        history.append(value)
+                        smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+                        if step % 100 == 0:
+                            if (window_start is not None and step >= self.min_steps
+                                    and abs(window_start - smoothed)
+                                    < self.tol * (1.0 + abs(smoothed))):
+                                converged = True
+                                break
+                            window_start = smoothed
+                with torch.no_grad():
+                    for kept, param in zip(average, posterior.parameters()):
+                        param.copy_(kept)
+                final = float(np.mean(history[-50:]))
+                if best is None or final < best[0]:
+                    best = (final, posterior, history, converged)
         _, self.posterior_, history, self.converged_ = best
         if not self.converged_:
             _warn_unconverged(history, self.num_steps, self.tol)
