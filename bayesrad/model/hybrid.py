@@ -736,8 +736,15 @@ class HybridBN(BaseEstimator):
     def to_arviz(self, data=None, n_samples: int | None = None):
         """The fit as an arviz ``DataTree`` (arviz_base): ``posterior`` (globals on the model
         scale; chains x draws), ``posterior_predictive`` and ``log_likelihood`` (per observed
-        node, patients as ``patient_id``) and ``observed_data``. Works with
-        ``arviz_stats.summary``, ``rhat`` and ``loo``."""
+        node, patients as ``<node>_patient``, and ``all_nodes``: the sum over a patient's
+        observed nodes, dim ``patient_id``, the variable for a leave-one-patient-out ``loo``)
+        and ``observed_data``. Works with ``arviz_stats.summary``, ``rhat``, ``ess`` and
+        ``loo(tree, var_name="all_nodes")`` on graphs of any size.
+
+        The globals' dims are shared by axis and length (``i3``: a first axis of length 3,
+        ``j2``: a second axis of length 2, ...): arviz stacks every variable over the union
+        of the dims, and one dim per parameter axis passed numpy's 64-dim limit on graphs of
+        14+ nodes."""
         import arviz_base
 
         self._check_fitted()
@@ -759,7 +766,16 @@ class HybridBN(BaseEstimator):
             observed[c] = design.values[c][m]
         dims = {c: [f"{c}_patient"] for c in log_lik}
         coords = {f"{c}_patient": pids[design.observed[c]] for c in log_lik}
-        for c in log_lik:
+        if log_lik:
+            joint = sum(np.nan_to_num(arr) for arr in ll.values() if not np.all(np.isnan(arr)))
+            log_lik["all_nodes"] = joint.reshape(n_chains, n_draws, -1)
+            dims["all_nodes"] = ["patient_id"]
+            coords["patient_id"] = pids
+        for name, value in posterior.items():
+            axes = value.shape[2:]
+            dims[name] = [f"{'ijklmn'[a]}{size}" for a, size in enumerate(axes)]
+            coords.update({d: np.arange(size) for d, size in zip(dims[name], axes)})
+        for c in observed:
             predictive[c] = self._replicate(c, design, n_chains, n_draws)
         return arviz_base.from_dict(
             {"posterior": posterior, "log_likelihood": log_lik, "observed_data": observed,
