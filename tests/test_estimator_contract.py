@@ -33,6 +33,7 @@ from bayesrad.errors import NotFittedError
 from bayesrad.features.genes import GeneModules
 from bayesrad.features.harmonize import ComBatHarmonizer
 from bayesrad.features.kinetics import KineticHabitats
+from bayesrad.graph.bootstrap import BootstrapLearner
 from bayesrad.graph.graph import Graph, NodeSpec
 from bayesrad.graph.structure import HillClimbLearner, PCLearner
 from bayesrad.model import HybridBN
@@ -100,6 +101,8 @@ CASES = [
          lambda est, data: est.predict(data)),
     Case("HillClimbLearner", lambda: HillClimbLearner(restarts=1), _table),
     Case("PCLearner", lambda: PCLearner(max_cond_vars=1), _table),
+    Case("BootstrapLearner", lambda: BootstrapLearner(HillClimbLearner(restarts=1), n_bootstrap=3),
+         _table),
 ]
 IDS = [case.name for case in CASES]
 
