@@ -78,6 +78,8 @@ def extract(
     n_jobs: int = typer.Option(1, "--n-jobs", min=1, help="Worker processes."),
     scheduler: str = typer.Option("", "--scheduler", help="Dask scheduler address (run on that cluster)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    habitats: bool = typer.Option(True, "--habitats/--no-habitats", help="With dynamic PET: kinetic "
+                                  "habitats fitted on the cohort, maps in OUT/habitats/."),
 ) -> None:
     """Extract radiomics, dosimetry and PET kinetics for every patient (cached, resumable)."""
     from bayesrad.features.extract import extract_directory
@@ -87,6 +89,11 @@ def extract(
             cohort_dir, out, steps=[s for s in steps.split(",") if s] or None, n_jobs=n_jobs,
             scheduler=scheduler or None, progress=progress,
         )
+        if habitats and "kinetics" in result.blocks:
+            from bayesrad.pipeline import extract_habitats
+
+            result.blocks["kinetics"] = extract_habitats(cohort_dir, out)
+            console.print(f"kinetic habitats: maps in {out / 'habitats'}, model {out / 'habitats' / 'habitats.joblib'}")
     except BayesradError as exc:
         _fail(exc)
     for name, block in result.blocks.items():
@@ -119,7 +126,8 @@ def pretrain(
 @app.command()
 def embed(
     cohort_dir: Path = typer.Argument(..., help="A cohort directory with images."),
-    encoder_dir: Path = typer.Option(..., "--encoder", help="Encoder folder written by `bayesrad pretrain`."),
+    encoder_dir: Path = typer.Option(..., "--encoder", help="Encoder folder written by `bayesrad pretrain`, "
+                                     "or the name of a packaged one (encoder_small)."),
     out: Path = typer.Option(..., "--out", help="Directory to write deep.csv into."),
     pca_dim: int = typer.Option(0, "--pca-dim", min=0, help="Reduce embeddings to this many components (0: keep all)."),
 ) -> None:
@@ -128,11 +136,17 @@ def embed(
     from bayesrad.imaging import embed_cohort
 
     try:
+        if not encoder_dir.exists():
+            from bayesrad.imaging import packaged_encoder
+
+            encoder_dir = packaged_encoder(str(encoder_dir))
         deep = embed_cohort(Cohort.from_directory(cohort_dir), encoder_dir, pca_dim=pca_dim or None)
     except BayesradError as exc:
         _fail(exc)
     out.mkdir(parents=True, exist_ok=True)
-    deep.to_csv(out / "deep.csv")
+    from bayesrad.data.derived import write_block
+
+    write_block(out, "deep", deep, step="embed", settings={"encoder": str(encoder_dir), "pca_dim": pca_dim})
     console.print(f"deep block: {deep.shape[0]} patients x {deep.shape[1]} -> {out / 'deep.csv'}")
 
 
@@ -142,22 +156,24 @@ def structure(
     out: Path = typer.Option(..., "--out", help="Graph YAML to write."),
     knowledge: Path = typer.Option(None, "--knowledge", help="ExpertKnowledge YAML (default: tiers from the blocks)."),
     method: str = typer.Option("hill_climb", "--method", help="hill_climb | pc"),
+    features: list[Path] = typer.Option([], "--features", help="A features directory (from extract, "
+                                        "embed, harmonize) whose blocks join the cohort's; repeatable."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples for edge confidence."),
     n_jobs: int = typer.Option(1, "--n-jobs", min=1),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Learn the graph of a cohort under expert knowledge, with bootstrap edge confidence."""
-    from bayesrad.data import Cohort
     from bayesrad.graph.knowledge import ExpertKnowledge
     from bayesrad.graph.node_table import build_node_table
     from bayesrad.graph.structure import learn_structure
 
     try:
         # PC tests one column per node: block summaries then keep their first component.
-        table = build_node_table(Cohort.from_directory(cohort_dir), seed=seed,
+        table = build_node_table(_load_cohort(cohort_dir, features), seed=seed,
                                  latent_dim=1 if method == "pc" else 2)
         expert = ExpertKnowledge.from_yaml(knowledge) if knowledge else ExpertKnowledge.from_blocks(table.blocks)
-        graph = learn_structure(table, knowledge=expert, method=method, bootstrap=bootstrap, n_jobs=n_jobs, seed=seed)
+        graph = learn_structure(table, knowledge=expert, method=method, bootstrap=bootstrap, n_jobs=n_jobs, seed=seed,
+                                progress=bootstrap > 0)
     except BayesradError as exc:
         _fail(exc)
     graph.to_yaml(out)
@@ -170,18 +186,19 @@ def fit(
     graph_path: Path = typer.Option(..., "--graph", help="Graph YAML (from `bayesrad structure` or models/)."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
     method: str = typer.Option("svi", "--method", help="svi (Pyro) | nuts (NumPyro reference)"),
+    features: list[Path] = typer.Option([], "--features", help="A features directory (from extract, "
+                                        "embed, harmonize) whose blocks join the cohort's; repeatable."),
     num_steps: int = typer.Option(3000, "--num-steps", min=1),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
 ) -> None:
     """Fit a HybridBN on a cohort and save it."""
-    from bayesrad.data import Cohort
     from bayesrad.graph.graph import Graph
     from bayesrad.model import HybridBN
 
     try:
         model = HybridBN(Graph.from_yaml(graph_path), method=method, num_steps=num_steps, seed=seed, device=device,
-                         progress=True).fit(Cohort.from_directory(cohort_dir))
+                         progress=True).fit(_load_cohort(cohort_dir, features))
         model.save(out)
     except BayesradError as exc:
         _fail(exc)
@@ -201,24 +218,38 @@ def predict(
     counterfactual: bool = typer.Option(False, "--counterfactual", help="What the target "
                                         "would have been under --do, given everything "
                                         "observed (the target's own value included)."),
+    features: list[Path] = typer.Option([], "--features", help="A features directory (from extract, "
+                                        "embed, harmonize) whose blocks join the cohort's; repeatable."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse (rather than warn about) a --do value "
+                                "outside the training range by more than the margin."),
 ) -> None:
     """Posterior predictions with credible intervals for every patient of a cohort."""
-    from bayesrad.data import Cohort
+    import warnings
+
     from bayesrad.model import HybridBN
+    from bayesrad.model.guardrails import ExtrapolationWarning
 
     try:
         interventions = _parse_do(do)
-        model = HybridBN.load(model_dir)
-        cohort = Cohort.from_directory(cohort_dir)
-        if counterfactual:
-            predictions = model.counterfactual(cohort, target, do=interventions, ignore=ignore)
-        else:
-            predictions = model.predict(cohort, target=target, do=interventions, ignore=ignore)
+        model = HybridBN.load(model_dir).set_params(progress=True)  # a bar (or log lines) per batch
+        cohort = _load_cohort(cohort_dir, features)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ExtrapolationWarning)
+            if counterfactual:
+                predictions = model.counterfactual(cohort, target, do=interventions, ignore=ignore, strict=strict)
+            else:
+                predictions = model.predict(cohort, target=target, do=interventions, ignore=ignore, strict=strict)
     except BayesradError as exc:
         _fail(exc)
+    for warning in caught:  # extrapolation and particle warnings belong on the console, not in a traceback log
+        console.print(f"[yellow]warning:[/] {warning.message}")
+    from bayesrad.pipeline import describe_predictions
+
     out.parent.mkdir(parents=True, exist_ok=True)
     predictions.to_csv(out)
-    console.print(f"{len(predictions)} predictions of {target!r} -> {out}")
+    sidecar = describe_predictions(out, predictions, model, model_dir, cohort, target, do=interventions,
+                                   ignore=ignore, counterfactual=counterfactual)
+    console.print(f"{len(predictions)} predictions of {target!r} -> {out} (described in {sidecar})")
 
 
 def _parse_do(items: list[str]) -> dict:
@@ -256,16 +287,16 @@ def evaluate(
     missing_block: str = typer.Option("", "--missing-block", help="Also draw AUC/ECE curves as this block goes missing."),
     seed: int = typer.Option(0, "--seed"),
     n_boot: int = typer.Option(1000, "--n-boot", min=50),
+    features: list[Path] = typer.Option([], "--features", help="Features directories holding derived blocks; repeatable."),
 ) -> None:
     """Compare bayesrad with the baselines on the same folds; write metrics.json and report.html."""
     import json
 
-    from bayesrad.data import Cohort
     from bayesrad.evaluate.harness import compare, missing_modality_curve, to_json
     from bayesrad.evaluate.report import write_report
 
     try:
-        cohort = Cohort.from_directory(cohort_dir)
+        cohort = _load_cohort(cohort_dir, features)
         names = [m.strip() for m in models.split(",") if m.strip()]
         result = compare(cohort, target, models=names, cv=cv, centre=centre or None,
                          split_column=split_column or None, seed=seed, n_boot=n_boot, progress=True)
@@ -284,6 +315,42 @@ def evaluate(
     shown = result.pivot_table(index="model", columns="metric", values="estimate", aggfunc="first")
     console.print(shown.round(3).to_string())
     console.print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
+
+
+def _load_cohort(cohort_dir: Path, features: list[Path]):
+    """The cohort folder plus the registered blocks of each ``--features`` directory."""
+    from bayesrad.data.derived import load_cohort
+
+    cohort, provenance = load_cohort(cohort_dir, features)
+    for name, meta in provenance.items():
+        console.print(f"block {name!r} from {meta['directory']} ({meta['step']}, settings {meta['settings_hash']}, "
+                      f"{meta['created']})")
+    return cohort
+
+
+@app.command()
+def harmonize(
+    cohort_dir: Path = typer.Argument(..., help="A cohort directory (its patients: training, or new ones)."),
+    features: list[Path] = typer.Option([], "--features", help="Features directories holding the blocks; repeatable."),
+    blocks: str = typer.Option("radiomics", "--blocks", help="Comma-separated blocks to harmonise."),
+    batch: str = typer.Option("centre", "--batch", help="Clinical column naming the batch (centre, scanner)."),
+    covariates: str = typer.Option("", "--covariates", help="Comma-separated clinical columns whose effect is kept."),
+    using: Path = typer.Option(None, "--using", help="A harmonize output whose fitted ComBat models are "
+                               "applied (new patients) instead of fitting on these patients."),
+    out: Path = typer.Option(..., "--out", help="Features directory for the harmonised blocks and combat_<block>.joblib."),
+) -> None:
+    """ComBat harmonisation across centres: fitted on training patients, applied to new ones."""
+    from bayesrad.pipeline import harmonize_blocks
+
+    try:
+        cohort = _load_cohort(cohort_dir, features)
+        written = harmonize_blocks(cohort, [b for b in blocks.split(",") if b], out, batch=batch,
+                                   covariates=[c for c in covariates.split(",") if c], using=using)
+    except BayesradError as exc:
+        _fail(exc)
+    for name, frame in written.items():
+        console.print(f"{name}: {frame.shape[0]} patients x {frame.shape[1]} harmonised over {batch!r} -> "
+                      f"{out / (name + '.csv')} ({'applied from ' + str(using) if using else 'fitted here'})")
 
 
 if __name__ == "__main__":  # pragma: no cover

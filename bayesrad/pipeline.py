@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
-DEMO_ENCODER = REPO_MODELS / "encoder_small"
+# The demo's encoder ships as package data (bayesrad/imaging/pretrained/encoder_small).
+DEMO_ENCODER = "encoder_small"
 # Radiomics classes for the demo: enough to describe size, intensity and texture while keeping
 # the demo to a few minutes on two cores (the full default set is ~100 features per image).
 DEMO_RADIOMICS = {
@@ -35,22 +35,9 @@ DEMO_RADIOMICS = {
     "featureClass": {"shape": None, "firstorder": None, "glcm": None},
 }
 IMAGING_BLOCKS = ("radiomics", "deep")
-# Expert tiers of the radiotherapy cohort (``ExpertKnowledge.from_blocks`` arguments): patient
-# factors (age, sex, performance status, treating centre) precede the tumour; histology shapes
-# the imaging phenotype and the expression; stage is derived from tumour size and nodal spread
-# (TNM); the prescribed (mean) dose is decided from stage and performance status, and the
-# plan's DVH metrics (D95, lung V20) follow from the prescription and the anatomy. On the
-# simulator (500 patients, 3 seeds) they take the mean SHD from 12.0 under the block tiers
-# to 9.7, and remove every false edge the bootstrap gives probability >= 0.9
-# (benchmarks/structure.py).
-RADIOTHERAPY_TIERS = dict(
-    block_tiers={"patient": ("demographics",), "pathology": (),
-                 "tumour": ("radiomics", "deep", "genes", "gene_modules"),
-                 "staging": ("clinical",), "prescription": (), "plan": ("dosimetry",),
-                 "outcome": ("outcome",)},
-    node_tiers={"age_years": "patient", "sex_male": "patient", "centre": "patient",
-                "ecog": "patient", "histology": "pathology", "dose_mean_gy": "prescription"},
-)
+# Expert tiers of the radiotherapy cohort: package data (bayesrad/graph/tiers/radiotherapy.yaml),
+# where their reasons are written down.
+TIERS_NAME = "radiotherapy"
 
 
 def run_demo(out: Path, n_patients: int = 240, seed: int = 0, console=None, bootstrap: int = 8,
@@ -170,28 +157,33 @@ def _extract_features(cohort, out: Path, n_jobs: int, console):
         cohort = cohort.with_block("gene_modules", eigengenes)
         console.print(f"gene modules: {eigengenes.shape[1]} eigengenes from {cohort.blocks['genes'].shape[1]} genes")
         cohort = cohort.drop_block("genes")
-    if DEMO_ENCODER.is_dir():
-        from bayesrad.imaging import embed_cohort
+    from bayesrad.errors import BayesradError
+    from bayesrad.imaging import embed_cohort, packaged_encoder
 
-        deep = embed_cohort(cohort, DEMO_ENCODER, pca_dim=8)
+    try:
+        encoder = packaged_encoder(DEMO_ENCODER)
+    except BayesradError:
+        encoder = None
+    if encoder is not None:
+        deep = embed_cohort(cohort, encoder, pca_dim=8)
         cohort = cohort.with_block("deep", deep)
         console.print(f"deep block: {deep.shape[1]} embedding components for {deep.shape[0]} patients")
     else:
-        console.print(f"[yellow]no encoder at {DEMO_ENCODER}; the deep block is skipped[/]")
+        console.print(f"[yellow]no packaged encoder {DEMO_ENCODER!r}; the deep block is skipped[/]")
     return cohort
 
 
 def _learn_graph(train, bootstrap: int, n_jobs: int, seed: int, console):
     from rich.table import Table
 
-    from bayesrad.graph.knowledge import ExpertKnowledge
+    from bayesrad.graph.knowledge import ExpertKnowledge, packaged_tiers
     from bayesrad.graph.node_table import build_node_table
     from bayesrad.graph.structure import edge_table, learn_structure
 
     table = build_node_table(train, seed=seed)
-    tiers = {k: v for k, v in RADIOTHERAPY_TIERS["node_tiers"].items() if k in table.specs}
-    knowledge = ExpertKnowledge.from_blocks(
-        table.blocks, block_tiers=RADIOTHERAPY_TIERS["block_tiers"], node_tiers=tiers)
+    packaged = packaged_tiers(TIERS_NAME)
+    tiers = {k: v for k, v in packaged["node_tiers"].items() if k in table.specs}
+    knowledge = ExpertKnowledge.from_blocks(table.blocks, block_tiers=packaged["block_tiers"], node_tiers=tiers)
     summaries = ", ".join(f"{node} ({len(cols)} components)"
                           for node, cols in table.vector_nodes.items()) or "none"
     console.print(f"node table: {table.data.shape[0]} patients x {len(table.nodes)} nodes "
@@ -262,3 +254,144 @@ def _print_predictions(predictions: pd.DataFrame, console, missed_parents=(), ma
         # search missed is uncertainty it cannot show
         console.print(f"true parents of local_control that the learned graph lacks: "
                       f"{', '.join(missed_parents)}; the intervals are conditional on the graph")
+
+
+# ------------------------------------------------------------------ CLI steps (bayesrad extract / harmonize / predict)
+
+def extract_habitats(cohort_dir, out) -> pd.DataFrame:
+    """Kinetic habitats of a cohort's dynamic PET (``features.kinetics.extract_kinetics``): one
+    habitat model fitted on the pooled ROI voxels of every patient, each patient's habitat map
+    saved as ``out/habitats/<patient_id>_habitats.nii.gz``, the model as
+    ``out/habitats/habitats.joblib``, and the ``kinetics`` block (ROI + habitat features)
+    registered in ``out/features.yaml``. Returns that block (patients x features)."""
+    import joblib
+
+    from bayesrad.data import Cohort
+    from bayesrad.data.derived import write_block
+    from bayesrad.features.kinetics import extract_kinetics
+
+    habitat_dir = Path(out) / "habitats"
+    habitat_dir.mkdir(parents=True, exist_ok=True)
+    block = extract_kinetics(Cohort.from_directory(cohort_dir), habitat_dir=habitat_dir)
+    model = block.attrs.pop("habitats")
+    joblib.dump(model, habitat_dir / "habitats.joblib")
+    settings = {k: v for k, v in vars(model).items() if not k.endswith("_") and not k.startswith("_")}
+    write_block(out, "kinetics", block, step="extract/kinetics+habitats", settings=settings,
+                n_habitats=int(model.n_habitats_), maps=str(habitat_dir))
+    return block
+
+
+def _columns_from(cohort, columns) -> pd.DataFrame:
+    """The named clinical-style columns, from whichever cohort block holds each."""
+    from bayesrad.errors import CohortError
+
+    out = {}
+    for column in columns:
+        holder = next((b for b, f in cohort.blocks.items() if column in f.columns), None)
+        if holder is None:
+            raise CohortError(f"column {column!r} is in no block of the cohort (blocks: {list(cohort.blocks)}); "
+                              "name the batch/covariate column as it appears in clinical.csv")
+        out[column] = cohort.blocks[holder][column]
+    return pd.DataFrame(out)
+
+
+def harmonize_blocks(cohort, blocks, out, batch: str = "centre", covariates=(), using=None
+                     ) -> dict[str, pd.DataFrame]:
+    """ComBat (``features.harmonize.ComBatHarmonizer``) per block across the ``batch`` column.
+
+    Without ``using``: fitted on this cohort's patients (the training patients) and saved as
+    ``out/combat_<block>.joblib``. With ``using`` (an earlier output directory): its fitted
+    models are applied, without refitting, to these (new) patients. Patients with a missing
+    value in the block are left out of the harmonised block (the model marginalises them).
+    Each harmonised block is registered in ``out/features.yaml`` under the block's own name, so
+    that a later ``--features out`` replaces the raw block. Returns ``{block: DataFrame}``.
+    """
+    import joblib
+
+    from bayesrad.data.derived import write_block
+    from bayesrad.errors import FeatureError
+    from bayesrad.features.harmonize import ComBatHarmonizer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    side = _columns_from(cohort, [batch, *covariates])
+    written = {}
+    for name in blocks:
+        if name not in cohort.blocks:
+            raise FeatureError(f"harmonize: no block {name!r} in the cohort (blocks: {list(cohort.blocks)}); "
+                               "pass the features directory that holds it with --features")
+        frame = cohort.blocks[name].select_dtypes("number").dropna()
+        data = frame.join(side, how="inner").dropna(subset=[batch, *covariates])
+        if using is not None:
+            path = Path(using) / f"combat_{name}.joblib"
+            if not path.is_file():
+                raise FeatureError(f"harmonize --using {using}: no fitted model {path.name} for block {name!r}; "
+                                   "run harmonize on the training patients first")
+            harmonizer = joblib.load(path)
+        else:
+            # a column constant over the training patients has no centre effect to remove (and
+            # ComBat divides by its variance): it is passed through unchanged
+            varying = [c for c in frame.columns if frame[c].nunique() > 1]
+            harmonizer = ComBatHarmonizer(batch_col=batch, covariates=list(covariates), features=varying)
+            harmonizer.fit(data)
+            joblib.dump(harmonizer, out / f"combat_{name}.joblib")
+        harmonised = harmonizer.transform(data)
+        kept = [c for c in frame.columns if c not in harmonised.columns]
+        harmonised = harmonised.join(data[kept])[list(frame.columns)]
+        write_block(out, name, harmonised, step="harmonize" + ("/apply" if using is not None else "/fit"),
+                    settings={"method": "ComBat (neuroHarmonize)", "batch": batch, "covariates": list(covariates),
+                              "batches": [str(b) for b in harmonizer.batches_]},
+                    model=str((Path(using) if using is not None else out) / f"combat_{name}.joblib"))
+        written[name] = harmonised
+    return written
+
+
+def _model_id(model_dir) -> str:
+    """SHA-256 (16 hex digits) over the files of a saved model folder: which model answered."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(model_dir).rglob("*")):
+        if path.is_file():
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def describe_predictions(csv_path, predictions: pd.DataFrame, model, model_dir, cohort, target: str,
+                         do=None, ignore=(), counterfactual: bool = False) -> Path:
+    """Write ``<csv>.json`` beside a predictions CSV: target, its kind and unit, the model id
+    (hash of the model folder), what each column means, the interval levels, the time unit of
+    survival columns, the interventions and ignored nodes. Returns the sidecar's path."""
+    import datetime as dt
+    import json
+    import re
+
+    import bayesrad
+
+    kind = model.layout_.kind[target]
+    block = model.preprocessor_.stats_[target].get("block")
+    column_type = (getattr(cohort, "schema", {}) or {}).get(block, {}).get(target)
+    unit = getattr(column_type, "unit", None)
+    if kind == "binary":
+        unit = "probability of 1"
+    elif kind == "survival":
+        unit = "days"
+    quantiles = sorted({float("0." + m.group(1)) for c in predictions.columns
+                        for m in [re.search(r"(?:^|_)q(\d+)$", str(c))] if m})
+    levels = {f"{round(100 * (hi - lo))}%": [lo, hi] for lo in quantiles for hi in quantiles
+              if lo < 0.5 < hi and abs(lo + hi - 1) < 1e-9}
+    meaning = {"mean": "posterior mean" + (" of P(target = 1)" if kind == "binary" else ""),
+               "sd": "posterior sd", "median": "median survival time (days)",
+               "qNN": "posterior quantile NN/100 (e.g. q05, q95: a 90% credible interval)",
+               "S@t": "survival probability past t days", "factual": "the observed target value"}
+    meta = {"target": target, "kind": kind, "unit": unit, "time_unit": "days" if kind == "survival" else None,
+            "model_dir": str(model_dir), "model_id": _model_id(model_dir),
+            "columns": [str(c) for c in predictions.columns], "column_meaning": meaning,
+            "quantiles": quantiles, "interval_levels": levels,
+            "do": {k: v for k, v in (do or {}).items()}, "ignore": list(ignore), "counterfactual": counterfactual,
+            "n_patients": int(len(predictions)), "bayesrad_version": getattr(bayesrad, "__version__", None),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    sidecar = Path(str(csv_path) + ".json")
+    sidecar.write_text(json.dumps(meta, indent=2, default=str))
+    return sidecar

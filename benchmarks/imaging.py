@@ -4,7 +4,7 @@
    (size, aggressiveness) from the pooled embeddings (``linear_probe_r2``: 5 x 5-fold CV, the
    penalty chosen inside each training fold), for several initialisations: each randomly
    initialised encoder, the same encoder after masked-inpainting pretraining on the cohort's
-   images (no labels), and the shipped ``models/encoder_small`` (pretrained on other patients).
+   images (no labels), and the shipped ``bayesrad/imaging/pretrained/encoder_small`` (pretrained on other patients).
 2. saliency: glioma_pet simulator, MR_T1C + static PET + the early (5-15 min) sum of the dynamic
    PET, where aggressive tissue peaks before it washes out. An encoder + linear head is fine-tuned
    on the aggressiveness latent with training patients only (``VolumeRegressor``, early stopping
@@ -114,7 +114,7 @@ def bench_probe(n: int, steps: int, n_inits: int, tmp: Path) -> tuple[dict, dict
             out[f"r2_{kind}_{name}"] = summary([r[kind]["mean"][j] for r in per_init])
     out["r2_gain_pretrained_minus_random"] = summary(
         [r["pretrained"]["mean_over_targets"] - r["random"]["mean_over_targets"] for r in per_init])
-    small = ROOT / "models" / "encoder_small"
+    small = ROOT / "bayesrad" / "imaging" / "pretrained" / "encoder_small"
     encoder, record = load_encoder(small)
     if PreprocessConfig.from_dict(record["preprocessing"]) == RT_CONFIG:
         out["encoder_small"] = {**probe(embed_volumes(encoder, volumes, device="cpu"), targets),

@@ -4,16 +4,19 @@ Writes ``benchmarks/results/real_data.json``:
 
 - ``radmlbench``: the three radMLBench sets in ``../shared/data/tables/radmlbench``
   (Head-Neck-Radiomics-HN1 nodal status, WORC-Lipo, LGG-1p19qDeletion), stratified 5-fold x 3
-  repeats. Each model sees the same folds. bayesrad runs the README's path with defaults
-  (``Cohort(..., id_column="ID")`` -> ``Graph.default`` -> ``HybridBN().fit`` -> ``predict``);
-  the baselines are random forest and L1- / L2-logistic with C chosen by inner 5-fold CV on
-  the training fold (log-loss). Per set: AUC (mean over folds, sd, and each fold), out-of-fold
-  ECE (10 equal-width bins and quantile bins), calibration slope and intercept, the sd of
-  the predicted probabilities (a collapse to the base rate shows here), fit time per fold.
+  repeats, through ``bayesrad.evaluate.compare`` (every model on the same folds). bayesrad runs
+  the README's path with defaults (``Cohort(..., id_column="ID")`` -> ``Graph.default`` ->
+  ``HybridBN().fit`` -> ``predict``); the baselines are random forest and L1- / L2-logistic
+  with C chosen by inner 5-fold CV on the training fold (log-loss). Per set: AUC per fold
+  (mean, sd, each fold) and on the pooled out-of-fold predictions with its bootstrap 95% CI,
+  the paired difference to the best baseline, ECE (10 equal-width bins; quantile bins too)
+  with bayesrad's ECE noise floor, calibration slope and intercept, the sd of the predicted
+  probabilities (a collapse to the base rate shows here), fit time per fold.
 - ``hn1_survival``: HN1 overall survival (``../shared/data/tables/hn1_radiomics_survival``:
   clinical table + GTV-1 radiomics), the given train/test split and stratified 5-fold CV:
-  Harrell's C of bayesrad (predicted median survival) and penalised CoxPH (lifelines, the
-  penalizer by inner CV), and S(2 years) predicted vs Kaplan-Meier on the test patients.
+  Harrell's C of bayesrad (predicted median survival) and penalised CoxPH
+  (``bayesrad.evaluate.baselines.CoxBaseline``: lifelines, the penalizer by inner CV), and
+  S(2 years) predicted vs Kaplan-Meier on the test patients.
 - ``missing_block``: HN1 survival, the GTV radiomics removed for the test patients: bayesrad
   fitted with the block and predicting without it, against bayesrad refitted without the block
   (the ideal for that pattern) and with it.
@@ -77,28 +80,6 @@ def load_hn1():
     return cohort, split.astype(str)
 
 
-# ----------------------------------------------------------------------------- metrics
-def ece(y, p, n_bins=10, strategy="uniform") -> float:
-    """Expected calibration error (bins of equal width or equal count)."""
-    from bayesrad.evaluate.metrics import ece as _ece
-
-    if strategy == "quantile":
-        return float(_ece(y, p, n_bins=n_bins, strategy="quantile"))
-    bins = np.minimum((np.asarray(p) * n_bins).astype(int), n_bins - 1)
-    return float(sum(np.mean(bins == b) * abs(y[bins == b].mean() - p[bins == b].mean())
-                     for b in range(n_bins) if np.any(bins == b)))
-
-
-def calibration_line(y, p) -> tuple[float, float]:
-    """Slope and intercept of the logistic recalibration of y on logit(p) (1 and 0 when
-    calibrated; a slope below 1 means over-confident)."""
-    from sklearn.linear_model import LogisticRegression
-
-    logit = np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1))
-    fit = LogisticRegression(C=1e6, max_iter=1000).fit(logit[:, None], y)
-    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
-
-
 # ----------------------------------------------------------------------------- models
 def _baselines():
     """The baselines of radiomics studies (scikit-learn, fitted on the training fold only)."""
@@ -130,74 +111,55 @@ def _fit_bayesrad(cohort, target: str, **settings):
 
 # ----------------------------------------------------------------------------- sections
 def bench_radmlbench(quick: bool) -> dict:
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import RepeatedStratifiedKFold
+    """bayesrad and the baselines through ``bayesrad.evaluate.compare`` (same folds)."""
+    from bayesrad.evaluate.harness import compare, paired
+    from bayesrad.evaluate.metrics import ece_noise_floor
 
     out = {}
     for name in RADMLBENCH:
         cohort = load_radmlbench(name)
         table = cohort.blocks["table"]
-        y = table["Target"].to_numpy().astype(int)
-        x = table.drop(columns=["Target"]).to_numpy(float)
-        ids = table.index
-        folds = list(RepeatedStratifiedKFold(n_splits=5, n_repeats=1 if quick else 3,
-                                             random_state=0).split(x, y))
-        models = {"bayesrad": None, **_baselines()}
-        result = {"n_patients": int(len(y)), "n_features": int(x.shape[1]),
-                  "positive_share": float(y.mean()), "n_folds": len(folds), "models": {}}
-        for model_name, make in models.items():
-            aucs, times, oof_y, oof_p, extra = [], [], [], [], []
-            for train, test in folds:
-                start = time.perf_counter()
-                if model_name == "bayesrad":
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        model = _fit_bayesrad(cohort.subset(ids[train].tolist()), "Target")
-                    elapsed = time.perf_counter() - start
-                    test_blocks = {"table": table.iloc[test].drop(columns=["Target"])}
-                    p = model.predict(test_blocks, target="Target")["mean"].to_numpy()
-                    extra.append({"factors": int(model.layout_.latent_dim["table"]),
-                                  "svi_steps": int(model.n_steps_),
-                                  "converged": bool(model.converged_)})
-                else:
-                    fitted = make().fit(x[train], y[train])
-                    elapsed = time.perf_counter() - start
-                    p = fitted.predict_proba(x[test])[:, 1]
-                times.append(elapsed)
-                aucs.append(float(roc_auc_score(y[test], p)))
-                oof_y.append(y[test])
-                oof_p.append(p)
-            yy, pp = np.concatenate(oof_y), np.concatenate(oof_p)
-            slope, intercept = calibration_line(yy, pp)
-            entry = {"auc_mean": float(np.mean(aucs)), "auc_sd": float(np.std(aucs)),
-                     "auc_folds": aucs,
-                     "ece_uniform_oof": ece(yy, pp), "ece_quantile_oof": ece(yy, pp, strategy="quantile"),
-                     "calibration_slope": slope, "calibration_intercept": intercept,
-                     "sd_predicted_probability": float(pp.std()),
-                     "fit_time_s_mean": float(np.mean(times))}
-            if extra:
-                entry["per_fold"] = extra
-            result["models"][model_name] = entry
-            print(f"{name:28s} {model_name:14s} AUC {entry['auc_mean']:.3f} +- {entry['auc_sd']:.3f}  "
-                  f"ECE {entry['ece_uniform_oof']:.3f}  slope {slope:.2f}  sd(p) {pp.std():.3f}  "
-                  f"fit {entry['fit_time_s_mean']:.2f} s", flush=True)
-        best = max((m for m in result["models"] if m != "bayesrad"),
-                   key=lambda m: result["models"][m]["auc_mean"])
-        bayes_folds = np.asarray(result["models"]["bayesrad"]["auc_folds"])
-        best_folds = np.asarray(result["models"][best]["auc_folds"])
-        diff = bayes_folds - best_folds
-        result["best_baseline"] = best
-        result["auc_difference_vs_best"] = {
-            "mean": float(diff.mean()), "sd_over_folds": float(diff.std(ddof=1)),
-            "target": "bayesrad >= best baseline - 0.01",
-            "met": bool(result["models"]["bayesrad"]["auc_mean"]
-                        >= result["models"][best]["auc_mean"] - 0.01)}
-        best_ece = min(result["models"][m]["ece_uniform_oof"] for m in result["models"]
-                       if m != "bayesrad")
-        result["ece_vs_best"] = {"bayesrad": result["models"]["bayesrad"]["ece_uniform_oof"],
-                                 "best_baseline": best_ece,
-                                 "met": bool(result["models"]["bayesrad"]["ece_uniform_oof"] <= best_ece)}
-        out[name] = result
+        result = compare(cohort, "Target", models=["bayesrad", "l1", "l2", "rf"],
+                         cv="5x1" if quick else "5x3", seed=0, n_boot=1000)
+        folds = result.attrs["folds"]
+        y = result.attrs["outcome"]["y"]
+        entry = {"n_patients": int(len(table)), "n_features": int(table.shape[1] - 1),
+                 "positive_share": float(table["Target"].mean()),
+                 "n_folds": int(result.attrs["settings"]["n_folds"]), "models": {}}
+        for model in ("bayesrad", "l1", "l2", "rf"):
+            rows = result[result.model == model].set_index("metric")
+            fold_auc = folds.loc[folds.model == model, "auc"].to_numpy()
+            pooled = result.attrs["predictions"][model][:, 0]
+            entry["models"][model] = {
+                "auc_fold_mean": float(fold_auc.mean()), "auc_fold_sd": float(fold_auc.std()),
+                "auc_folds": fold_auc.tolist(),
+                **{f"{metric}": {"estimate": float(rows.loc[metric, "estimate"]),
+                                 "ci_low": float(rows.loc[metric, "ci_low"]),
+                                 "ci_high": float(rows.loc[metric, "ci_high"])}
+                   for metric in rows.index},
+                "sd_predicted_probability": float(pooled.std()),
+                "fit_time_s_mean": result.attrs["fit_seconds"][model]}
+            print(f"{name:28s} {model:9s} AUC/fold {fold_auc.mean():.3f} +- {fold_auc.std():.3f}  "
+                  f"pooled AUC {rows.loc['auc', 'estimate']:.3f} [{rows.loc['auc', 'ci_low']:.3f}, "
+                  f"{rows.loc['auc', 'ci_high']:.3f}]  ECE {rows.loc['ece', 'estimate']:.3f}  "
+                  f"slope {rows.loc['calibration_slope', 'estimate']:.2f}  sd(p) {pooled.std():.3f}  "
+                  f"fit {result.attrs['fit_seconds'][model]:.2f} s", flush=True)
+        baselines = ("l1", "l2", "rf")
+        best = max(baselines, key=lambda m: entry["models"][m]["auc_fold_mean"])
+        diff = paired(result, "bayesrad", best, "auc", n_boot=2000)
+        bayes_auc = entry["models"]["bayesrad"]["auc_fold_mean"]
+        entry["best_baseline_auc"] = best
+        entry["auc_vs_best"] = {**diff, "target": "bayesrad AUC >= best baseline's - 0.01",
+                                "met": bool(bayes_auc >= entry["models"][best]["auc_fold_mean"] - 0.01)}
+        best_ece = min(baselines, key=lambda m: entry["models"][m]["ece"]["estimate"])
+        entry["ece_vs_best"] = {
+            "bayesrad": entry["models"]["bayesrad"]["ece"]["estimate"], "best_baseline": best_ece,
+            "best_baseline_ece": entry["models"][best_ece]["ece"]["estimate"],
+            "bayesrad_noise_floor": ece_noise_floor(result.attrs["predictions"]["bayesrad"][:, 0],
+                                                    strategy="uniform"),
+            "met": bool(entry["models"]["bayesrad"]["ece"]["estimate"]
+                        <= entry["models"][best_ece]["ece"]["estimate"])}
+        out[name] = entry
     return out
 
 
@@ -211,52 +173,11 @@ def _km_at(time_days, event, t):
     return value, float(low), float(high)
 
 
-def _cox(train_frame: pd.DataFrame, test_frame: pd.DataFrame, seed: int = 0):
-    """Penalised CoxPH (lifelines), penalizer by inner 5-fold CV of Harrell's C; returns the
-    test patients' risk scores (higher = worse) and the penalizer chosen."""
-    from lifelines import CoxPHFitter
-    from lifelines.utils import concordance_index
-    from sklearn.model_selection import StratifiedKFold
-
-    def fit(frame, penalizer):
-        return CoxPHFitter(penalizer=penalizer).fit(frame, HN1_TIME, HN1_EVENT)
-
-    grid, scores = (0.1, 0.3, 1.0, 3.0, 10.0), []
-    inner = StratifiedKFold(5, shuffle=True, random_state=seed)
-    for penalizer in grid:
-        cs = []
-        for a, b in inner.split(train_frame, train_frame[HN1_EVENT]):
-            try:
-                f = fit(train_frame.iloc[a], penalizer)
-            except Exception:  # lifelines' Newton steps diverge at small penalizers
-                cs.append(np.nan)
-                continue
-            part = train_frame.iloc[b]
-            cs.append(concordance_index(part[HN1_TIME], -f.predict_partial_hazard(part), part[HN1_EVENT]))
-        scores.append(np.nanmean(cs) if np.isfinite(cs).any() else -np.inf)
-    for penalizer in sorted(grid, key=lambda g: -scores[grid.index(g)]):
-        try:
-            f = fit(train_frame, penalizer)
-            return f.predict_partial_hazard(test_frame).to_numpy(), penalizer
-        except Exception:
-            continue
-    raise RuntimeError("CoxPH did not converge at any penalizer")
-
-
-def _cox_design(cohort, train, test):
-    """Clinical one-hot + radiomics, train-mean imputation, train standardisation."""
-    clinical = pd.get_dummies(cohort.blocks["clinical"], dtype=float)
-    x = clinical.join(cohort.blocks["radiomics"])
-    x = x.fillna(x.loc[train].mean()).fillna(0.0)
-    x = (x - x.loc[train].mean()) / x.loc[train].std().replace(0, 1).fillna(1)
-    x = x.loc[:, x.loc[train].std() > 0]
-    y = cohort.blocks["outcome"][[HN1_TIME, HN1_EVENT]]
-    return x.loc[train].join(y), x.loc[test].join(y)
-
-
 def bench_hn1_survival(quick: bool) -> dict:
     from lifelines.utils import concordance_index
     from sklearn.model_selection import StratifiedKFold
+
+    from bayesrad.evaluate.baselines import CoxBaseline
 
     cohort, split = load_hn1()
     outcome = cohort.blocks["outcome"]
@@ -281,9 +202,11 @@ def bench_hn1_survival(quick: bool) -> dict:
         y = outcome.loc[test]
         c_bayes = concordance_index(y[HN1_TIME], pred["median"].loc[test], y[HN1_EVENT])
         start = time.perf_counter()
-        train_frame, test_frame = _cox_design(cohort, train, test)
-        risk, penalizer = _cox(train_frame, test_frame)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cox = CoxBaseline().fit(cohort.subset(train), HN1_TIME)
         cox_s = time.perf_counter() - start
+        risk, penalizer = cox.predict(blocks)["risk"].loc[test].to_numpy(), cox.penalizer_
         c_cox = concordance_index(y[HN1_TIME], -risk, y[HN1_EVENT])
         km, km_low, km_high = _km_at(y[HN1_TIME], y[HN1_EVENT], TWO_YEARS_DAYS)
         s2 = float(pred[f"S@{TWO_YEARS_DAYS:g}"].mean())

@@ -50,7 +50,7 @@ from bayesrad.graph.knowledge import DEFAULT_BLOCK_TIERS, ExpertKnowledge
 from bayesrad.graph.node_table import build_node_table
 from bayesrad.graph.structure import (HillClimbLearner, compare_graphs, kind_constraints,
                                       learn_structure, make_score, prepare_table)
-from bayesrad.pipeline import RADIOTHERAPY_TIERS
+from bayesrad.graph.knowledge import packaged_tiers
 from _machine import machine_info  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = Path(__file__).resolve().parent / "results" / "structure.json"
@@ -61,7 +61,7 @@ METRICS = ("shd", "cpdag_shd", "skeleton_precision", "skeleton_recall",
 # - block: the default block tiers (demographics -> disease: clinical, imaging, genes ->
 #   treatment -> outcome) plus the patient factors of the clinical block as demographics.
 # - clinical: what a clinician adds about single columns. Radiotherapy: the demo's tiers
-#   (``bayesrad.pipeline.RADIOTHERAPY_TIERS``, reasons there). Whole-body PET/CT: patient
+#   (``bayesrad/graph/tiers/radiotherapy.yaml``, reasons there). Whole-body PET/CT: patient
 #   factors and the centre (scanner, patient mix) precede what is measured; tumour burden
 #   sets its spread (metastases); organ uptake is physiology modulated by patient factors
 #   and the tumour (marrow reaction), measured on the same scan.
@@ -70,7 +70,7 @@ _WB_PATIENT = ("age_years", "sex_male", "centre", "bmi_kg_m2", "blood_glucose_mm
 SCENARIO_KNOWLEDGE = {
     "radiotherapy": {
         "block_tiers": dict(node_tiers={n: "demographics" for n in _RT_PATIENT}),
-        "clinical_tiers": RADIOTHERAPY_TIERS,
+        "clinical_tiers": packaged_tiers("radiotherapy"),
     },
     "wholebody_petct": {
         "block_tiers": dict(

@@ -1,10 +1,10 @@
-"""Train the package's own small CT+PET encoder (``models/encoder_small``) and write its model card.
+"""Train the package's own small CT+PET encoder (``bayesrad/imaging/pretrained/encoder_small``, package data) and write its model card.
 
 Data: simulated radiotherapy patients (``bayesrad.simulate``, CT + PET + GTV mask) plus the real
 soft-tissue sarcoma patients STS_001-003 of the IBSI validation set in ``../shared/data``
 (CT + PET in SUV + GTV). No labels are used; no weights are downloaded.
 
-    python benchmarks/train_encoder.py [--steps 300] [--patients 96] [--out models/encoder_small]
+    python benchmarks/train_encoder.py [--steps 300] [--patients 96] [--out bayesrad/imaging/pretrained/encoder_small]
     python benchmarks/train_encoder.py --card-only   # rewrite MODEL_CARD.md, e.g. after benchmarks/imaging.py
     python benchmarks/train_encoder.py --quick       # smoke run into a temporary folder (make benchmarks)
 
@@ -138,7 +138,7 @@ values in `loss_curve.csv`.
 
 ## Intended use
 Embeddings of a tumour-centred CT+PET volume as the `deep` block of a bayesrad cohort
-(`bayesrad.imaging.embed_cohort(cohort, "models/encoder_small", pca_dim=...)`), for demos
+(`bayesrad.imaging.embed_cohort(cohort, packaged_encoder("encoder_small"), pca_dim=...)`), for demos
 and tests. For a real cohort, pretrain an encoder on it (`bayesrad.imaging.pretrain_encoder`).
 
 ## Limits
@@ -159,7 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=PRETRAIN["steps"])
     parser.add_argument("--patients", type=int, default=96)
-    parser.add_argument("--out", default=str(ROOT / "models" / "encoder_small"))
+    parser.add_argument("--out", default=str(ROOT / "bayesrad" / "imaging" / "pretrained" / "encoder_small"))
     parser.add_argument("--card-only", action="store_true", help="only rewrite MODEL_CARD.md from encoder.json")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (20 steps, 24 patients) into a temporary folder; the shipped encoder is untouched")

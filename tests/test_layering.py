@@ -12,6 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "bayesrad"
 LAYERS = {
     "errors": 0,
+    "progress": 0,
     "data": 1,
     "features": 2,
     "imaging": 3,

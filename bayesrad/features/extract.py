@@ -355,9 +355,9 @@ def extract_cohort(cohort, out_dir: str | os.PathLike | None = None, steps=None,
 def _progress_bar(total: int, progress: bool, initial: int = 0):
     if not progress:
         return None
-    from tqdm.auto import tqdm
+    from bayesrad.progress import progress_bar
 
-    return tqdm(total=total, initial=initial, desc="extracting features", unit="ROI")
+    return progress_bar(total, desc="extracting features", unit="ROI", initial=initial)
 
 
 def _run_on_dask(client, units: list[_Unit], pending: list[int], record) -> None:
@@ -411,8 +411,12 @@ def _write_outputs(out: Path, result: ExtractionResult) -> None:
     import radiomics
 
     out.mkdir(parents=True, exist_ok=True)
+    from bayesrad.data.derived import write_block
+
     for name, block in result.blocks.items():
-        _atomic_write_text(out / f"{name}.csv", block.to_csv())
+        # registered in features.yaml, so that `--features DIR` reads it back as a cohort block
+        write_block(out, name, block, step=f"extract/{name}", settings=result.provenance.get(name, {}),
+                    n_failures=int((result.failures["step"] == name).sum()))
     _atomic_write_text(out / "failures.csv", result.failures.to_csv(index=False))
     meta = {"steps": result.provenance, "pyradiomics_version": radiomics.__version__,
             "n_units": result.n_units, "n_cached": result.n_cached, "n_computed": result.n_computed,

@@ -199,7 +199,7 @@ def _draw_rows(data: pd.DataFrame, n_bootstrap: int, seed: int) -> list[np.ndarr
 
 
 def bootstrap_structure(data: pd.DataFrame, learner, n_bootstrap: int = 100, seed: int = 0,
-                        n_jobs: int = 1, client=None) -> BootstrapResult:
+                        n_jobs: int = 1, client=None, progress: bool = False) -> BootstrapResult:
     """Fit ``learner`` on ``n_bootstrap`` resamples of ``data`` and count the edges.
 
     Parameters
@@ -212,6 +212,7 @@ def bootstrap_structure(data: pd.DataFrame, learner, n_bootstrap: int = 100, see
     n_jobs : worker processes (1 = in this process; -1 = all CPUs).
     client : a ``distributed.Client`` or a scheduler address (``"tcp://host:8786"``); when
         given, resamples run on that Dask cluster and ``n_jobs`` is ignored.
+    progress : report resamples as they finish (a bar on a terminal, lines in a log).
 
     Returns
     -------
@@ -228,8 +229,15 @@ def bootstrap_structure(data: pd.DataFrame, learner, n_bootstrap: int = 100, see
         workers = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
         if workers < 1:
             raise GraphError(f"n_jobs must be >= 1 or -1 (got {n_jobs})")
+        if progress:
+            from bayesrad.progress import progress_iter
+
+            track = lambda items: progress_iter(items, total=len(draws), desc="structure bootstrap",  # noqa: E731
+                                                unit="resamples")
+        else:
+            track = iter
         if workers == 1:
-            edge_lists = [_fit_rows(data, learner, rows) for rows in draws]
+            edge_lists = [_fit_rows(data, learner, rows) for rows in track(draws)]
         else:
             # fork keeps start-up cheap (no re-import of pgmpy/torch per worker); results do
             # not depend on the start method because the search is hash-order independent.
@@ -238,8 +246,8 @@ def bootstrap_structure(data: pd.DataFrame, learner, n_bootstrap: int = 100, see
                                      mp_context=multiprocessing.get_context(method),
                                      initializer=_init_worker,
                                      initargs=(data, learner)) as pool:
-                edge_lists = list(pool.map(_fit_in_worker, draws,
-                                           chunksize=max(1, len(draws) // (4 * workers))))
+                edge_lists = list(track(pool.map(_fit_in_worker, draws,
+                                                 chunksize=max(1, len(draws) // (4 * workers)))))
     nodes = node_names(data.columns, getattr(learner, "vector_nodes", None))
     index = {name: i for i, name in enumerate(nodes)}
     counts = np.zeros((len(nodes), len(nodes)), dtype=int)
@@ -261,6 +269,7 @@ class BootstrapLearner(BaseEstimator):
         for every resample.
     n_bootstrap, seed, n_jobs, client : as for ``bootstrap_structure``.
     threshold : ``"scutari"`` or a strength in [0, 1] for the averaged DAG.
+    progress : report resamples as they finish (``bayesrad.progress``).
 
     Attributes (after ``fit``)
     --------------------------
@@ -272,18 +281,20 @@ class BootstrapLearner(BaseEstimator):
     """
 
     def __init__(self, learner, n_bootstrap: int = 100, seed: int = 0, n_jobs: int = 1,
-                 client=None, threshold: float | str = "scutari"):
+                 client=None, threshold: float | str = "scutari", progress: bool = False):
         self.learner = learner
         self.n_bootstrap = n_bootstrap
         self.seed = seed
         self.n_jobs = n_jobs
         self.client = client
         self.threshold = threshold
+        self.progress = progress
 
     def fit(self, X: pd.DataFrame, y=None) -> "BootstrapLearner":
         """Fit the learner on ``n_bootstrap`` resamples of ``X``; returns ``self``."""
         result = bootstrap_structure(X, self.learner, n_bootstrap=self.n_bootstrap,
-                                     seed=self.seed, n_jobs=self.n_jobs, client=self.client)
+                                     seed=self.seed, n_jobs=self.n_jobs, client=self.client,
+                                     progress=self.progress)
         self.result_ = result
         self.edge_prob_ = result.edge_probability()
         self.causal_graph_ = result.averaged_dag(self.threshold)

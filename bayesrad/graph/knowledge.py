@@ -18,6 +18,8 @@ required edges forming a cycle, a node in two tiers) are refused on construction
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,24 @@ DEFAULT_BLOCK_TIERS: dict[str, tuple[str, ...]] = {
     "treatment": ("treatment", "dosimetry", "dose", "therapy"),
     "outcome": ("outcome", "outcomes", "response", "survival"),
 }
+
+def packaged_tiers(name: str) -> dict:
+    """Tiers shipped with the package (``bayesrad/graph/tiers/<name>.yaml``, read with
+    importlib.resources so that it works from a wheel): ``{"block_tiers": {tier: (blocks,)},
+    "node_tiers": {node: tier}}``, the keyword arguments of :meth:`ExpertKnowledge.from_blocks`."""
+    from importlib import resources
+
+    import yaml
+
+    resource = resources.files("bayesrad.graph") / "tiers" / f"{name}.yaml"
+    if not resource.is_file():
+        shipped = sorted(p.name[:-5] for p in (resources.files("bayesrad.graph") / "tiers").iterdir()
+                         if p.name.endswith(".yaml"))
+        raise KnowledgeError(f"no packaged tiers {name!r}; the package ships {shipped}")
+    meta = yaml.safe_load(resource.read_text())
+    return {"block_tiers": {tier: tuple(blocks or ()) for tier, blocks in meta["block_tiers"].items()},
+            "node_tiers": dict(meta.get("node_tiers") or {})}
+
 
 def _edge(pair: Any, what: str) -> tuple[str, str]:
     if isinstance(pair, Mapping):
@@ -135,7 +155,9 @@ class ExpertKnowledge:
         node_blocks : ``{node: block name}`` (e.g. ``NodeTable.blocks``).
         block_tiers : ordered ``{tier name: [block names]}``; default ``DEFAULT_BLOCK_TIERS``
             (demographics -> disease: clinical, baseline imaging and genes -> treatment/dose ->
-            outcome). A node whose block is in no tier is left unrestricted by the order.
+            outcome). A node whose block is in no tier (e.g. organ uptake) is left unordered
+            among the other tiers but placed before the outcomes: edges from an outcome into
+            it are forbidden, and a warning names the untiered blocks.
         outcome_tier : the tier whose nodes are the outcomes (``None``: no outcomes).
         node_tiers : ``{node: tier name}`` overrides for single nodes (e.g. age and sex of
             the clinical block into ``"demographics"``); a new tier name raises.
@@ -155,13 +177,24 @@ class ExpertKnowledge:
         absent = sorted(set(node_tiers) - set(node_blocks))
         if absent:
             raise KnowledgeError(f"node_tiers names nodes {absent} that are not in node_blocks")
+        untiered: dict[str, list[str]] = {}
         for node, block in node_blocks.items():
             tier = tier_of_block.get(str(block)) if block is not None else None
             tier = node_tiers.get(node, tier)
             if tier is not None:
                 tiers[tier].append(str(node))
+            elif block is not None:
+                untiered.setdefault(str(block), []).append(str(node))
         tiers = {name: sorted(nodes) for name, nodes in tiers.items() if nodes}
         outcomes = tiers.get(outcome_tier, []) if outcome_tier else []
+        if untiered and outcomes:
+            # An outcome cannot cause a baseline measurement: without this a search learns
+            # e.g. response -> liver uptake (issue 18).
+            kwargs["forbidden"] = list(kwargs.get("forbidden", ())) + [
+                (outcome, node) for outcome in outcomes for nodes in untiered.values() for node in nodes]
+            warnings.warn(f"blocks {sorted(untiered)} are in no tier ({list(block_tiers)}); their nodes "
+                          f"are placed before the outcomes only -- give block_tiers a place for them",
+                          UserWarning, stacklevel=2)
         return cls(tiers=tiers, outcomes=outcomes, **kwargs)
 
     def merged(self, forbidden: Iterable[Any] = (), required: Iterable[Any] = ()

@@ -414,7 +414,7 @@ def learn_structure(table: NodeTable | pd.DataFrame,
                     knowledge: ExpertKnowledge | None = None,
                     method: str = "hill_climb", bootstrap: int = 0,
                     threshold: float | str = "scutari", n_jobs: int = 1, client=None,
-                    seed: int = 0, **params) -> Graph:
+                    seed: int = 0, progress: bool = False, **params) -> Graph:
     """Learn a bayesrad ``Graph`` from a node table under expert knowledge.
 
     Parameters
@@ -429,6 +429,7 @@ def learn_structure(table: NodeTable | pd.DataFrame,
         or a probability in [0, 1].
     n_jobs, client : bootstrap parallelism: processes, or a Dask ``Client`` / scheduler address.
     seed : bootstrap seed.
+    progress : report bootstrap resamples as they finish (``bayesrad.progress``).
     params : settings of the learner (e.g. ``score``, ``max_indegree``, ``significance_level``).
 
     Returns
@@ -466,7 +467,8 @@ def learn_structure(table: NodeTable | pd.DataFrame,
         graph = dag_to_graph(learner.fit(table.data).causal_graph_, table)
     else:
         boot = BootstrapLearner(learner, n_bootstrap=int(bootstrap), seed=seed, n_jobs=n_jobs,
-                                client=client, threshold=threshold).fit(table.data)
+                                client=client, threshold=threshold,
+                                progress=progress).fit(table.data)
         graph = dag_to_graph(boot.causal_graph_, table, boot.result_.confidence())
         graph.bootstrap_ = boot.result_
     graph.knowledge = knowledge

@@ -93,4 +93,22 @@ def embed_cohort(cohort, encoder_dir: str | os.PathLike, pca_dim: int | None = N
     return embedding_frame(features, ids, prefix, pca_dim)
 
 
-__all__ = ["embed_cohort", "embed_volumes", "embedding_frame"]
+def packaged_encoder(name: str = "encoder_small"):
+    """The folder of an encoder shipped with the package (``bayesrad/imaging/pretrained/<name>``,
+    found with importlib.resources so that it works from an installed wheel), for
+    ``embed_cohort(cohort, packaged_encoder(), ...)`` or ``bayesrad embed --encoder <name>``."""
+    from importlib import resources
+    from pathlib import Path
+
+    from bayesrad.errors import MissingFileError
+
+    root = resources.files("bayesrad.imaging") / "pretrained"
+    folder = root / name
+    if not (folder / "encoder.json").is_file():
+        shipped = sorted(p.name for p in root.iterdir() if (p / "encoder.json").is_file())
+        raise MissingFileError(f"no packaged encoder {name!r}; the package ships {shipped} "
+                               "(or give the folder written by `bayesrad pretrain`)")
+    return Path(str(folder))
+
+
+__all__ = ["embed_cohort", "embed_volumes", "embedding_frame", "packaged_encoder"]

@@ -99,6 +99,8 @@ class Preprocessor:
                 _need_values(x, name, block)
                 stats["mean"] = float(np.nanmean(x))
                 stats["sd"] = float(max(np.nanstd(x), _MIN_SD))
+                # the training range, for the intervention guardrails (model/guardrails.py)
+                stats["min"], stats["max"] = float(np.nanmin(x)), float(np.nanmax(x))
             elif spec.kind in ("binary", "categorical", "ordinal", "group"):
                 stats["levels"] = _levels(spec, frame[name], name, block)
                 if spec.kind in ("binary", "categorical"):
@@ -122,6 +124,7 @@ class Preprocessor:
                 stats["log_mean"] = float(np.log(np.nanmean(x) + 0.5))
                 stats["enc_mean"] = float(np.nanmean(x))
                 stats["enc_sd"] = float(max(np.nanstd(x), _MIN_SD))
+                stats["min"], stats["max"] = float(np.nanmin(x)), float(np.nanmax(x))
             elif spec.kind == "survival":
                 t = _numeric(frame[[name]], name)[:, 0]
                 _need_values(t, name, block)

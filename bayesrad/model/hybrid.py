@@ -142,7 +142,10 @@ class HybridBN(BaseEstimator):
         self.method_ = method
         self.train_design_ = design
         self.device_ = _resolve_device(self.device)
-        with _threads(self.num_threads):
+        # the caller's global generators are left as they were (scikit-learn's contract): the
+        # fit draws from torch's generator forked here and seeded locally per restart
+        forked = [self.device_] if self.device_.type == "cuda" else []
+        with _threads(self.num_threads), torch.random.fork_rng(devices=forked):
             if method == "svi":
                 self._fit_svi(design)
             else:
@@ -168,59 +171,57 @@ class HybridBN(BaseEstimator):
         data = design_arrays(layout, design, Backend("pyro"), dtype=torch.float32,
                              device=self.device_)
         best = None
-        # the caller's global generators are left as they were (scikit-learn's contract):
-        # each restart draws from torch's generator forked and seeded locally
-        forked = [self.device_] if self.device_.type == "cuda" else []
         for restart in range(self.n_restarts):
-            with torch.random.fork_rng(devices=forked):
-                torch.manual_seed(self.seed + 1000 * restart)
-                posterior = GlobalPosterior(layout, family).to(self.device_)
-                _initialise(posterior, layout, design)
-                objective = Objective(layout, posterior, data, self.num_particles, batch)
-                # the distributions check their arguments and supports on the first evaluation;
-                # on every step those checks would cost more than the arithmetic of small graphs
-                with pyro.validation_enabled(True), torch.no_grad():
-                    objective()
-                decay = self.lr_decay ** (1.0 / max(self.num_steps, 1))
-                optim = ClippedAdam(posterior.parameters(), lr=self.learning_rate, lrd=decay,
-                                    clip_norm=10.0)
-                history, smoothed, converged = [], None, False
-                average = [param.detach().clone() for param in posterior.parameters()]
-                steps = range(self.num_steps)
-                if self.progress:
-                    from tqdm.auto import tqdm
+            torch.manual_seed(self.seed + 1000 * restart)   # on the generator fit() forked
+            posterior = GlobalPosterior(layout, family).to(self.device_)
+            _initialise(posterior, layout, design)
+            objective = Objective(layout, posterior, data, self.num_particles, batch)
+            # the distributions check their arguments and supports on the first evaluation;
+            # on every step those checks would cost more than the arithmetic of small graphs
+            with pyro.validation_enabled(True), torch.no_grad():
+                objective()
+            decay = self.lr_decay ** (1.0 / max(self.num_steps, 1))
+            optim = ClippedAdam(posterior.parameters(), lr=self.learning_rate, lrd=decay,
+                                clip_norm=10.0)
+            history, smoothed, converged = [], None, False
+            average = [param.detach().clone() for param in posterior.parameters()]
+            steps = range(self.num_steps)
+            if self.progress:
+                from bayesrad.progress import progress_iter
 
-                    steps = tqdm(steps, desc=f"SVI restart {restart + 1}/{self.n_restarts}")
-                window_start = None
-                with pyro.validation_enabled(False):
-                    for step in steps:
-                        optim.zero_grad()
-                        loss = objective()
-                        loss.backward()
-                        optim.step()
-                        with torch.no_grad():
-                            for kept, param in zip(average, posterior.parameters()):
-                                kept.mul_(_AVERAGE_DECAY).add_(param, alpha=1.0 - _AVERAGE_DECAY)
-                        value = float(loss.detach())
-                        if not math.isfinite(value):
-                            raise ModelError(
-                                f"the ELBO became {value} at step {step}; lower learning_rate "
-                                f"(now {self.learning_rate}) or check the data for extreme values")
-                        history.append(value)
-                        smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
-                        if step % 100 == 0:
-                            if (window_start is not None and step >= self.min_steps
-                                    and abs(window_start - smoothed)
-                                    < self.tol * (1.0 + abs(smoothed))):
-                                converged = True
-                                break
-                            window_start = smoothed
-                with torch.no_grad():
-                    for kept, param in zip(average, posterior.parameters()):
-                        param.copy_(kept)
-                final = float(np.mean(history[-50:]))
-                if best is None or final < best[0]:
-                    best = (final, posterior, history, converged)
+                steps = progress_iter(steps, desc=f"SVI restart {restart + 1}/{self.n_restarts}",
+                                      unit="steps")
+            window_start = None
+            with pyro.validation_enabled(False):
+                for step in steps:
+                    optim.zero_grad()
+                    loss = objective()
+                    loss.backward()
+                    optim.step()
+                    with torch.no_grad():
+                        for kept, param in zip(average, posterior.parameters()):
+                            kept.mul_(_AVERAGE_DECAY).add_(param, alpha=1.0 - _AVERAGE_DECAY)
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise ModelError(
+                            f"the ELBO became {value} at step {step}; lower learning_rate (now "
+                            f"{self.learning_rate}) or check the data for extreme values")
+                    history.append(value)
+                    smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+                    if step % 100 == 0:
+                        if (window_start is not None and step >= self.min_steps
+                                and abs(window_start - smoothed) < self.tol * (1.0 + abs(smoothed))):
+                            converged = True
+                            break
+                        window_start = smoothed
+            if hasattr(steps, "close"):
+                steps.close()  # the progress report's last line, also after an early stop
+            with torch.no_grad():
+                for kept, param in zip(average, posterior.parameters()):
+                    param.copy_(kept)
+            final = float(np.mean(history[-50:]))
+            if best is None or final < best[0]:
+                best = (final, posterior, history, converged)
         _, self.posterior_, history, self.converged_ = best
         if not self.converged_:
             _warn_unconverged(history, self.num_steps, self.tol)
@@ -403,9 +404,21 @@ class HybridBN(BaseEstimator):
             return z.expand(n, self.layout_.latent_dim[node])
         raise ModelError(f"do: intervening on a {kind} node ({node!r}) is not supported")
 
+    def check_do(self, do: Mapping | None, strict: bool = False,
+                 margin_sd: float | None = None) -> dict[str, float]:
+        """The intervention guardrails (``model/guardrails.py``) on this model's training
+        statistics: ``{node: distance outside the training range in training sds}``; warns
+        beyond ``margin_sd`` (default ``guardrails.DEFAULT_MARGIN_SD``), raises if ``strict``."""
+        from bayesrad.model import guardrails
+
+        self._check_fitted()
+        return guardrails.check_interventions(
+            do, self.layout_.kind, self.preprocessor_.stats_, strict=strict,
+            margin_sd=guardrails.DEFAULT_MARGIN_SD if margin_sd is None else margin_sd)
+
     # ------------------------------------------------------------------ predictions
     def predict(self, data, target: str, n_samples: int | None = None, do: Mapping | None = None,
-                times=None, seed: int | None = None, ignore=()) -> pd.DataFrame:
+                times=None, seed: int | None = None, ignore=(), strict: bool = False) -> pd.DataFrame:
         """Posterior predictive of ``target`` for every patient in ``data``.
 
         Every observed value in ``data`` is evidence except the target's own and those of
@@ -418,6 +431,8 @@ class HybridBN(BaseEstimator):
         ``do``: ``{node: value}`` interventions in original units (incoming edges cut; the
         values of the node's descendants in ``data`` are then no evidence); a string
         ``"+10"`` / ``"-5"`` on a continuous or count node shifts the patient's own value.
+        A value outside the training range by more than a margin warns how far it
+        extrapolates (``strict=True``: raises ``ModelError``); see :meth:`check_do`.
 
         Returns a DataFrame indexed by patient_id:
         - binary: ``mean`` = P(target = 1), ``sd`` and quantiles ``q025 ... q975`` of the
@@ -437,6 +452,7 @@ class HybridBN(BaseEstimator):
         kind = self.layout_.kind[target]
         if kind in ("latent", "group"):
             raise ModelError(f"target {target!r} is a {kind} node; predict an observed node")
+        self.check_do(do, strict=strict)
         n_samples = n_samples or self.n_samples
 
         def summarise(chunk, index):
@@ -478,12 +494,21 @@ class HybridBN(BaseEstimator):
 
     def _rounds(self, design, target, n_samples, summarise, predict_particles, **particle_args):
         frames, ess, used = [], [], 1
+        bar = None
+        if self.progress and len(design.patient_ids) > 1:
+            from bayesrad.progress import progress_bar
+
+            bar = progress_bar(len(design.patient_ids), desc=f"predicting {target}", unit="patients")
         for chunk in self._particles(design, target, n_samples,
                                      predict_particles=predict_particles,
                                      **particle_args):
             frames.append(summarise(chunk, design.patient_ids[chunk.start:chunk.stop]))
             ess.append(particles.effective_particles(chunk.weights, n_samples))
             used = chunk.shape[1]
+            if bar is not None:
+                bar.update(chunk.stop - chunk.start)
+        if bar is not None:
+            bar.close()
         return frames, np.concatenate(ess), used
 
     def _summary(self, target, g, values, weights, index, times) -> pd.DataFrame:
@@ -529,8 +554,25 @@ class HybridBN(BaseEstimator):
         return self._answer(self._design(data), target, n_samples, summarise, seed=seed,
                             ignore=ignore).to_numpy()
 
+    def survival_curves(self, data, target: str, times, n_samples: int | None = None,
+                        seed: int | None = None, ignore=()) -> pd.DataFrame:
+        """Posterior-mean S(t) as a tidy table: one row per (patient, time) with columns
+        ``patient_id``, ``time_days`` (days, as the model's survival times) and ``survival``
+        (probability of surviving past that time); ``attrs["time_unit"] = "days"``.
+        The same numbers as :meth:`survival_function`, which returns the bare
+        (n_patients, n_times) array for numerical code."""
+        times = np.asarray(times, dtype=float)
+        wide = self.survival_function(data, target, times, n_samples=n_samples, seed=seed,
+                                      ignore=ignore)
+        ids = self._design(data).patient_ids
+        out = pd.DataFrame({"patient_id": np.repeat(np.asarray(ids, dtype=object), len(times)),
+                            "time_days": np.tile(times, len(ids)), "survival": wide.ravel()})
+        out.attrs.update(time_unit="days", target=target)
+        return out
+
     def counterfactual(self, data, target: str, do: Mapping, n_samples: int | None = None,
-                       times=None, seed: int | None = None, ignore=()) -> pd.DataFrame:
+                       times=None, seed: int | None = None, ignore=(), strict: bool = False
+                       ) -> pd.DataFrame:
         """What ``target`` would have been for each patient of ``data`` under ``do``.
 
         Abduction, action, prediction (see ``model/counterfactual.py``): each patient's
@@ -550,6 +592,7 @@ class HybridBN(BaseEstimator):
                              f"the graph (nodes: {self.graph_.nodes})")
         if not do:
             raise ModelError("counterfactual needs at least one intervention in do=")
+        self.check_do(do, strict=strict)
         n_samples = n_samples or self.n_samples
         design = self._design(data)
         kind = self.layout_.kind[target]
@@ -659,8 +702,9 @@ class HybridBN(BaseEstimator):
         parent's level ``"p[level]"``, a latent's dimension ``"z[j]"`` (``k > 1``), a
         categorical child's level ``"c[level]"``. Effects are per original unit of the parent
         on the child's linear predictor (identity for continuous, logit, cumulative logit, log
-        rate, log time). Columns: mean, sd, q05, q95, and the same on the model scale
-        (``std_mean``, ``std_sd``).
+        rate, log time). A group (centre) parent gives one row per level, ``"centre[B]"``:
+        that level's random intercept on the child's linear predictor. Columns: mean, sd,
+        q05, q95, and the same on the model scale (``std_mean``, ``std_sd``).
         """
         self._check_fitted()
         g = self.posterior_samples(n_samples)
@@ -678,6 +722,19 @@ class HybridBN(BaseEstimator):
                         orig = std * factor_c / factor_p
                         rows.append({"parent": pkey, "child": ckey, "mean": float(orig.mean()),
                                      "sd": float(orig.std()),
+                                     "q05": float(torch.quantile(orig, 0.05)),
+                                     "q95": float(torch.quantile(orig, 0.95)),
+                                     "std_mean": float(std.mean()), "std_sd": float(std.std())})
+            # a group (centre) parent: its random intercept per level, "centre[B]" rows
+            for grp in self.layout_.groups.get(c, ()):
+                table = g[f"{c}.group_raw.{grp}"] * g[f"{c}.group_sd.{grp}"][..., None, :]
+                levels = self.preprocessor_.stats_[grp]["levels"]
+                for i, level in enumerate(levels):
+                    for j, ckey in enumerate(self._keys(c, child=True)):
+                        std = table[:, i, j]
+                        orig = std * self._child_unit(c)
+                        rows.append({"parent": f"{grp}[{level}]", "child": ckey,
+                                     "mean": float(orig.mean()), "sd": float(orig.std()),
                                      "q05": float(torch.quantile(orig, 0.05)),
                                      "q95": float(torch.quantile(orig, 0.95)),
                                      "std_mean": float(std.mean()), "std_sd": float(std.std())})

@@ -186,7 +186,7 @@ def test_cli_evaluate_end_to_end(tmp_path):
     auc = metrics["models"]["l2"]["auc"]
     assert auc["ci_low"] <= auc["estimate"] <= auc["ci_high"] and len(auc["folds"]) == 3
     page = (out / "report.html").read_text()
-    assert "data:image/png;base64," in page and "Reliability diagram" in page
+    assert "data:image/png;base64," in page and "reliability diagram" in page
     bad = CliRunner().invoke(app, ["evaluate", str(tmp_path / "cohort"), "--target", "nothing",
                                    "--out", str(out)])
     assert bad.exit_code == 2 and "nothing" in bad.output

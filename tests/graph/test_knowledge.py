@@ -114,3 +114,26 @@ def test_from_blocks_builds_default_tiers_and_overrides():
     assert not k.allows("dose_gy", "radiomics") and k.allows("radiomics", "dose_gy")
     with pytest.raises(KnowledgeError, match="unknown tiers"):
         ExpertKnowledge.from_blocks(blocks, node_tiers={"age": "childhood"})
+
+
+def test_untiered_blocks_come_before_the_outcomes_and_are_named():
+    blocks = {"age": "clinical", "liver_suv": "organ_uptake", "response": "outcome"}
+    with pytest.warns(UserWarning, match=r"blocks \['organ_uptake'\] are in no tier"):
+        k = ExpertKnowledge.from_blocks(blocks)
+    assert k.tier_of("liver_suv") is None
+    # no outcome -> organ uptake edge (what the search learned without it, issue 18) ...
+    assert "forbidden" in k.reason_forbidden("response", "liver_suv")
+    # ... while the untiered node may still precede the outcome or follow the disease
+    assert k.allows("liver_suv", "response") and k.allows("age", "liver_suv")
+
+
+def test_packaged_tiers_are_package_data():
+    from bayesrad.graph.knowledge import packaged_tiers
+
+    tiers = packaged_tiers("radiotherapy")
+    assert list(tiers["block_tiers"]) == ["patient", "pathology", "tumour", "staging", "prescription",
+                                          "plan", "outcome"]
+    assert tiers["node_tiers"]["dose_mean_gy"] == "prescription"
+    assert "deep" in tiers["block_tiers"]["tumour"]
+    with pytest.raises(KnowledgeError, match=r"no packaged tiers 'mars'.*radiotherapy"):
+        packaged_tiers("mars")

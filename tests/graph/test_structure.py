@@ -194,15 +194,18 @@ def test_scutari_threshold_reference_values(strengths, expected):
     assert scutari_threshold(np.array(strengths)) == pytest.approx(expected)
 
 
-def test_bootstrap_confidence_separates_true_from_absent_edges():
+def test_bootstrap_confidence_separates_true_from_absent_edges(capsys):
     edges = [("a", "b"), ("b", "c"), ("c", "d")]
     data = linear_gaussian(edges, n=400, seed=4, weight=0.8)
     data["noise"] = np.random.default_rng(9).normal(size=len(data))
     knowledge = ExpertKnowledge(tiers=[["a"], ["b"], ["c"], ["d"]])
     learner = HillClimbLearner(knowledge=knowledge)
     serial = bootstrap_structure(data, learner, n_bootstrap=16, seed=2, n_jobs=1)
-    parallel = bootstrap_structure(data, learner, n_bootstrap=16, seed=2, n_jobs=2)
+    parallel = bootstrap_structure(data, learner, n_bootstrap=16, seed=2, n_jobs=2, progress=True)
     np.testing.assert_array_equal(serial.counts, parallel.counts)
+    # progress off a terminal (pytest's captured stderr): whole lines, the last one at 16/16
+    report = capsys.readouterr().err
+    assert "\r" not in report and report.splitlines()[-1].startswith("structure bootstrap: 16/16 resamples (100%)")
     strength = serial.strength().set_index(["from", "to"])
     for u, v in edges:
         assert strength.loc[(u, v), "strength"] == 1.0

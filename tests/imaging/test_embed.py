@@ -51,7 +51,7 @@ def test_pca_dimension_out_of_range_is_refused():
         embedding_frame(np.random.default_rng(0).normal(size=(5, 4)), list("abcde"), "ct", pca_dim=9)
 
 
-ENCODER_SMALL = Path(__file__).resolve().parents[2] / "models" / "encoder_small"
+ENCODER_SMALL = Path(__file__).resolve().parents[2] / "bayesrad" / "imaging" / "pretrained" / "encoder_small"
 
 
 @pytest.mark.skipif(not (ENCODER_SMALL / "encoder.safetensors").is_file(), reason="encoder_small not trained yet")
