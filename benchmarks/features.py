@@ -129,7 +129,9 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
     if args.validation:
-        from bayesrad.features.radiomics import ibsi_validation, reproduce_pyradiomics_baseline, validation_report
+        from radiomics_report import validation_report  # benchmarks/ on sys.path
+
+        from bayesrad.features.radiomics import ibsi_validation, reproduce_pyradiomics_baseline
 
         started = time.perf_counter()
         baseline = reproduce_pyradiomics_baseline(REFERENCE)

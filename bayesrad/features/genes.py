@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from bayesrad.errors import FeatureError, NotFittedError
 
@@ -75,7 +76,7 @@ def _as_anndata(expression, what: str = "expression"):
     return adata
 
 
-class GeneModules:
+class GeneModules(BaseEstimator):
     """Co-expression modules of highly variable genes and their per-patient eigengenes.
 
     Parameters

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from bayesrad.errors import FeatureError, NotFittedError
 
@@ -24,7 +25,7 @@ from bayesrad.errors import FeatureError, NotFittedError
 _SITE = "SITE"
 
 
-class ComBatHarmonizer:
+class ComBatHarmonizer(BaseEstimator):
     """Remove centre (batch) effects from numeric features while protecting covariates.
 
     Parameters
@@ -127,17 +128,22 @@ class ComBatHarmonizer:
                 f"feature column(s) {constant[:5]} are constant; ComBat divides by their variance: drop them before harmonising"
             )
         # neuroHarmonize prints progress to stdout and uses np.matrix internally; neither is
-        # the caller's concern.
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore", PendingDeprecationWarning)
-            self.model_, harmonised = harmonizationLearn(
-                data,
-                covars,
-                eb=self.empirical_bayes and data.shape[1] > 1,
-                smooth_terms=list(self.smooth_terms),
-                ref_batch=None if self.ref_batch is None else str(self.ref_batch),
-                seed=self.seed,
-            )
+        # the caller's concern. It also reseeds NumPy's global generator with `seed` (its API
+        # takes no Generator), so the caller's global state is saved and put back.
+        global_state = np.random.get_state()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore", PendingDeprecationWarning)
+                self.model_, harmonised = harmonizationLearn(
+                    data,
+                    covars,
+                    eb=self.empirical_bayes and data.shape[1] > 1,
+                    smooth_terms=list(self.smooth_terms),
+                    ref_batch=None if self.ref_batch is None else str(self.ref_batch),
+                    seed=self.seed,
+                )
+        finally:
+            np.random.set_state(global_state)
         self._training_output_ = harmonised
         return data
 

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
+from sklearn.base import BaseEstimator
 
 from bayesrad.data.readers import check_geometry, parse_labels, read_image
 from bayesrad.errors import FeatureError, ImageError, NotFittedError
@@ -248,7 +249,7 @@ def _voxel_volume_ml(image: sitk.Image | None) -> float:
     return float(np.prod(image.GetSpacing()[:3])) / 1000.0
 
 
-class KineticHabitats:
+class KineticHabitats(BaseEstimator):
     """Cluster voxel TACs into kinetic habitats (Gaussian mixture or k-means).
 
     Parameters

@@ -10,6 +10,7 @@ _LAZY = {
     "learn_structure": "bayesrad.graph.structure",
     "HillClimbLearner": "bayesrad.graph.structure",
     "PCLearner": "bayesrad.graph.structure",
+    "BootstrapLearner": "bayesrad.graph.bootstrap",
     "build_node_table": "bayesrad.graph.node_table",
     "NodeTable": "bayesrad.graph.node_table",
 }

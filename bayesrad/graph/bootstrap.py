@@ -30,11 +30,11 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 
 from bayesrad.errors import GraphError
 from bayesrad.graph.knowledge import ExpertKnowledge
-from bayesrad.graph.structure import enforce_knowledge, node_names, prepare_table
+from bayesrad.graph.preparation import enforce_knowledge, node_names, prepare_table
 
 
 def scutari_threshold(strengths: np.ndarray) -> float:
@@ -257,6 +257,53 @@ def bootstrap_structure(data: pd.DataFrame, learner, n_bootstrap: int = 100, see
     return BootstrapResult(nodes=nodes, counts=counts, n_bootstrap=int(n_bootstrap),
                            knowledge=getattr(learner, "knowledge", None),
                            edge_lists=[list(e) for e in edge_lists])
+
+
+class BootstrapLearner(BaseEstimator):
+    """Any structure learner, refitted on bootstrap resamples (as pgmpy's bootstrap wraps a
+    learner): adds edge probabilities and the averaged DAG.
+
+    Parameters
+    ----------
+    learner : an unfitted structure learner (``HillClimbLearner``, ``PCLearner``); cloned
+        for every resample.
+    n_bootstrap, seed, n_jobs, client : as for ``bootstrap_structure``.
+    threshold : ``"scutari"`` or a strength in [0, 1] for the averaged DAG.
+    progress : report resamples as they finish (``bayesrad.progress``).
+
+    Attributes (after ``fit``)
+    --------------------------
+    result_ : the ``BootstrapResult`` (counts, edge lists, strengths).
+    edge_prob_ : (n, n) DataFrame, P(``row -> column``) over the resamples.
+    causal_graph_ : the averaged DAG (networkx), as the wrapped learner's attribute.
+    threshold_ : the strength threshold used.
+    nodes_, feature_names_in_, n_features_in_ : as the wrapped learner's.
+    """
+
+    def __init__(self, learner, n_bootstrap: int = 100, seed: int = 0, n_jobs: int = 1,
+                 client=None, threshold: float | str = "scutari", progress: bool = False):
+        self.learner = learner
+        self.n_bootstrap = n_bootstrap
+        self.seed = seed
+        self.n_jobs = n_jobs
+        self.client = client
+        self.threshold = threshold
+        self.progress = progress
+
+    def fit(self, X: pd.DataFrame, y=None) -> "BootstrapLearner":
+        """Fit the learner on ``n_bootstrap`` resamples of ``X``; returns ``self``."""
+        result = bootstrap_structure(X, self.learner, n_bootstrap=self.n_bootstrap,
+                                     seed=self.seed, n_jobs=self.n_jobs, client=self.client,
+                                     progress=self.progress)
+        self.result_ = result
+        self.edge_prob_ = result.edge_probability()
+        self.causal_graph_ = result.averaged_dag(self.threshold)
+        self.threshold_ = float(self.causal_graph_.graph["threshold"])
+        self.nodes_ = list(result.nodes)
+        columns = sorted(map(str, X.columns))
+        self.feature_names_in_ = np.asarray(columns, dtype=object)
+        self.n_features_in_ = len(columns)
+        return self
 
 
 def _run_dask(data: pd.DataFrame, learner, draws: list[np.ndarray], client):

@@ -767,14 +767,17 @@ def _model_nodes(layout: Layout, be: Backend, g: dict, d: dict) -> None:
             be.factor(c, be.xp.where(m, ll, 0.0))
             continue
         fam = node_dist(layout, c, g, eta, be)
-        be.sample(c, fam.mask(m), obs=x)
+        # the children read the site's value, not x: the same x when conditioned, but the
+        # intervened value under poutine.do and a fresh draw under poutine.uncondition, so
+        # that Pyro's own handlers give interventions and predictions on this model
+        # (tests/model/test_pinning.py pins HybridBN's answers to them)
+        value = be.sample(c, fam.mask(m), obs=x)
         if not layout.graph.children(c):
             continue
-        value = x
         if c in layout.impute:
             if kind == "continuous":
                 imputed = be.sample(c + MISSING, fam)
-                value = be.xp.where(m, x, imputed)
+                value = be.xp.where(m, value, imputed)
             elif kind == "count":
                 raise ModelError(f"count node {c!r} has missing values and children; a missing "
                                  "count parent cannot be imputed: give complete values")

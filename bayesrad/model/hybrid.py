@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.base import BaseEstimator
 
 from bayesrad.errors import ModelError, NotFittedError
 from bayesrad.graph.graph import Graph
@@ -34,7 +35,7 @@ _DEFAULT_BATCH = 1024
 _AVERAGE_DECAY = 0.99
 
 
-class HybridBN:
+class HybridBN(BaseEstimator):
     """A Bayesian network over mixed node kinds, compiled to Pyro / NumPyro.
 
     Parameters
@@ -103,16 +104,13 @@ class HybridBN:
         self.num_threads = num_threads
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, data, device: str | None = None, method: str | None = None, *,
-            preprocessor: Preprocessor | None = None) -> "HybridBN":
+    def fit(self, data, *, preprocessor: Preprocessor | None = None) -> "HybridBN":
         """Fit the posterior of the global parameters.
 
         Parameters
         ----------
         data : a ``Cohort`` or ``{block: DataFrame}`` indexed by patient_id (blocks may hold
             different patients: a patient absent from a block misses that modality).
-        device : overrides ``self.device`` for this fit.
-        method : overrides ``self.method`` for this fit.
         preprocessor : a fitted ``Preprocessor`` whose statistics (standardisation, levels)
             are reused instead of learnt from ``data``: the priors then sit on a fixed scale,
             as simulation-based calibration needs.
@@ -123,7 +121,7 @@ class HybridBN:
         """
         if not isinstance(self.graph, Graph):
             raise ModelError(f"HybridBN needs a bayesrad Graph (got {type(self.graph).__name__})")
-        method = method or self.method
+        method = self.method
         if method not in ("svi", "nuts"):
             raise ModelError(f"method must be 'svi' or 'nuts' (got {method!r})")
         blocks = blocks_of(data)
@@ -143,8 +141,11 @@ class HybridBN:
         self.layout_ = Layout(self.graph_, self.preprocessor_, impute)
         self.method_ = method
         self.train_design_ = design
-        self.device_ = _resolve_device(device or self.device)
-        with _threads(self.num_threads):
+        self.device_ = _resolve_device(self.device)
+        # the caller's global generators are left as they were (scikit-learn's contract): the
+        # fit draws from torch's generator forked here and seeded locally per restart
+        forked = [self.device_] if self.device_.type == "cuda" else []
+        with _threads(self.num_threads), torch.random.fork_rng(devices=forked):
             if method == "svi":
                 self._fit_svi(design)
             else:
@@ -171,7 +172,7 @@ class HybridBN:
                              device=self.device_)
         best = None
         for restart in range(self.n_restarts):
-            pyro.set_rng_seed(self.seed + 1000 * restart)
+            torch.manual_seed(self.seed + 1000 * restart)   # on the generator fit() forked
             posterior = GlobalPosterior(layout, family).to(self.device_)
             _initialise(posterior, layout, design)
             objective = Objective(layout, posterior, data, self.num_particles, batch)
@@ -844,8 +845,15 @@ class HybridBN:
     def to_arviz(self, data=None, n_samples: int | None = None):
         """The fit as an arviz ``DataTree`` (arviz_base): ``posterior`` (globals on the model
         scale; chains x draws), ``posterior_predictive`` and ``log_likelihood`` (per observed
-        node, patients as ``patient_id``) and ``observed_data``. Works with
-        ``arviz_stats.summary``, ``rhat`` and ``loo``."""
+        node, patients as ``<node>_patient``, and ``all_nodes``: the sum over a patient's
+        observed nodes, dim ``patient_id``, the variable for a leave-one-patient-out ``loo``)
+        and ``observed_data``. Works with ``arviz_stats.summary``, ``rhat``, ``ess`` and
+        ``loo(tree, var_name="all_nodes")`` on graphs of any size.
+
+        The globals' dims are shared by axis and length (``i3``: a first axis of length 3,
+        ``j2``: a second axis of length 2, ...): arviz stacks every variable over the union
+        of the dims, and one dim per parameter axis passed numpy's 64-dim limit on graphs of
+        14+ nodes."""
         import arviz_base
 
         self._check_fitted()
@@ -867,7 +875,16 @@ class HybridBN:
             observed[c] = design.values[c][m]
         dims = {c: [f"{c}_patient"] for c in log_lik}
         coords = {f"{c}_patient": pids[design.observed[c]] for c in log_lik}
-        for c in log_lik:
+        if log_lik:
+            joint = sum(np.nan_to_num(arr) for arr in ll.values() if not np.all(np.isnan(arr)))
+            log_lik["all_nodes"] = joint.reshape(n_chains, n_draws, -1)
+            dims["all_nodes"] = ["patient_id"]
+            coords["patient_id"] = pids
+        for name, value in posterior.items():
+            axes = value.shape[2:]
+            dims[name] = [f"{'ijklmn'[a]}{size}" for a, size in enumerate(axes)]
+            coords.update({d: np.arange(size) for d, size in zip(dims[name], axes)})
+        for c in observed:
             predictive[c] = self._replicate(c, design, n_chains, n_draws)
         return arviz_base.from_dict(
             {"posterior": posterior, "log_likelihood": log_lik, "observed_data": observed,

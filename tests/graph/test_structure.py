@@ -461,3 +461,21 @@ def test_missing_numeric_values_are_drawn_not_averaged_and_redrawn_per_resample(
     assert {frozenset(e) for e in learned.edges} == {frozenset(("x", "y"))}
     boot = bootstrap_structure(frame, HillClimbLearner(impute=True), n_bootstrap=4, seed=1)
     assert boot.strength().set_index(["from", "to"]).loc[("x", "y"), "strength"] == 1.0
+
+
+def test_bootstrap_learner_wraps_any_learner_with_edge_probabilities():
+    """The wrapper estimator gives the same counts as bootstrap_structure, as edge_prob_, and
+    its averaged DAG; learn_structure(bootstrap=B) is the same call."""
+    from bayesrad.graph.bootstrap import BootstrapLearner
+
+    edges = [("a", "b"), ("b", "c")]
+    data = linear_gaussian(edges, n=200, seed=5, weight=0.8)
+    knowledge = ExpertKnowledge(tiers=[["a"], ["b"], ["c"]])
+    for learner in (HillClimbLearner(knowledge=knowledge, restarts=1),
+                    PCLearner(knowledge=knowledge, max_cond_vars=1)):
+        boot = BootstrapLearner(learner, n_bootstrap=5, seed=3).fit(data)
+        plain = bootstrap_structure(data, learner, n_bootstrap=5, seed=3)
+        np.testing.assert_allclose(boot.edge_prob_.to_numpy(), plain.counts / 5)
+        assert list(boot.edge_prob_.index) == ["a", "b", "c"] == boot.nodes_
+        assert boot.edge_prob_.loc["a", "b"] == 1.0 and boot.edge_prob_.loc["b", "a"] == 0.0
+        assert sorted(boot.causal_graph_.edges) == sorted(plain.averaged_dag().edges) == edges
