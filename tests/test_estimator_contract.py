@@ -30,6 +30,8 @@ from sklearn.utils import estimator_checks as checks
 from sklearn.utils.validation import check_is_fitted
 
 from bayesrad.errors import NotFittedError
+from bayesrad.evaluate.baselines import (BayesNet, CurrentPracticeBaseline, EarlyFusion, LateFusion,
+                                         LogisticBaseline, RandomForestBaseline)
 from bayesrad.features.genes import GeneModules
 from bayesrad.features.harmonize import ComBatHarmonizer
 from bayesrad.features.kinetics import KineticHabitats
@@ -83,12 +85,28 @@ def _table():
                          "z": rng.normal(size=200)})
 
 
+def _binary_blocks():
+    rng = np.random.default_rng(5)
+    ids = pd.Index([f"P{i:03d}" for i in range(80)], name="patient_id")
+    x = rng.normal(size=(80, 3))
+    y = (rng.random(80) < 1 / (1 + np.exp(-2 * x[:, 0]))).astype(float)
+    return {"clinical": pd.DataFrame(x, columns=["a", "b", "c"], index=ids),
+            "outcome": pd.DataFrame({"y": y}, index=ids)}
+
+
 @dataclass
 class Case:
     name: str
     make: Callable[[], Any]
     data: Callable[[], Any]
     use: Callable[[Any, Any], Any] | None = None     # a call that needs the fitted state
+    fit: Callable[[Any, Any], Any] = lambda est, data: est.fit(data)
+
+
+def _baseline(name, make):
+    """An evaluation baseline: ``fit(data, target)``, ``predict(data)``."""
+    return Case(name, make, _binary_blocks, lambda est, data: est.predict(data),
+                lambda est, data: est.fit(data, "y"))
 
 
 CASES = [
@@ -103,6 +121,13 @@ CASES = [
     Case("PCLearner", lambda: PCLearner(max_cond_vars=1), _table),
     Case("BootstrapLearner", lambda: BootstrapLearner(HillClimbLearner(restarts=1), n_bootstrap=3),
          _table),
+    _baseline("LogisticBaseline", lambda: LogisticBaseline(n_cs=3, inner_cv=3)),
+    _baseline("RandomForestBaseline", lambda: RandomForestBaseline(n_estimators=20)),
+    _baseline("CurrentPracticeBaseline", lambda: CurrentPracticeBaseline(k_features=2, n_estimators=20)),
+    _baseline("EarlyFusion", lambda: EarlyFusion(n_cs=3, inner_cv=3)),
+    _baseline("LateFusion", lambda: LateFusion(n_cs=3, inner_cv=3)),
+    _baseline("BayesNet", lambda: BayesNet(settings={"num_steps": 200, "min_steps": 100,
+                                                     "num_threads": 1})),
 ]
 IDS = [case.name for case in CASES]
 
@@ -122,7 +147,7 @@ def fitted(request):
     torch.manual_seed(12345)
     before = _rng_state()
     fresh = clone(est)
-    returned = fresh.fit(data)
+    returned = case.fit(fresh, data)
     return case, est, data, fresh, returned, before, _rng_state()
 
 

@@ -134,11 +134,14 @@ class _Baseline(BaseEstimator):
     def _fit(self, x, y, event):
         self.model_.fit(x.to_numpy(float), y.astype(int))
 
-    def predict(self, data) -> pd.DataFrame:
-        if not hasattr(self, "model_"):
+    def _check(self) -> None:
+        if not hasattr(self, "features_"):
             from bayesrad.errors import NotFittedError
 
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(data, target)")
+
+    def predict(self, data) -> pd.DataFrame:
+        self._check()
         x = self.features_.matrix(data)[self.inputs_]
         return _answer(self.features_, x.index, self.model_.predict_proba(x.to_numpy(float)))
 
@@ -281,6 +284,7 @@ class CoxBaseline(_Baseline):
         raise ModelError("CoxPH did not converge at any penalizer; raise the penalizers")
 
     def predict(self, data, times=None) -> pd.DataFrame:
+        self._check()
         x = self.features_.matrix(data)[self.inputs_]
         z = pd.DataFrame(self.scaler_.transform(x), columns=[f"x{j}" for j in range(x.shape[1])],
                          index=x.index)[self.kept_]
@@ -317,6 +321,7 @@ class RSFBaseline(_Baseline):
         self.model_.fit(x.to_numpy(float), Surv.from_arrays(event=event.astype(bool), time=time))
 
     def predict(self, data, times=None) -> pd.DataFrame:
+        self._check()
         x = self.features_.matrix(data)[self.inputs_]
         out = pd.DataFrame({"risk": self.model_.predict(x.to_numpy(float))}, index=x.index)
         if times is not None:
@@ -351,6 +356,7 @@ class EarlyFusion(_Baseline):
         super()._fit(x, y, event)
 
     def predict(self, data, times=None) -> pd.DataFrame:
+        self._check()
         if self.features_.kind == "survival":
             return self.model_.predict(data, times=times)
         return super().predict(data)
@@ -416,6 +422,7 @@ class LateFusion(_Baseline):
                                   for b in names])
 
     def predict(self, data) -> pd.DataFrame:
+        self._check()
         x = self.features_.matrix(data)[self.inputs_]
         n, k = len(x), len(self.features_.classes)
         total, count = np.zeros((n, k)), np.zeros(n)
