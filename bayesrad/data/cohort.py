@@ -537,9 +537,11 @@ def _read_table(path, block: str, id_column: str) -> pd.DataFrame:
     if len(frame) == 0:
         warnings.warn(f"block {block!r}: file {str(path)!r} has a header but no rows; every patient's "
                       f"{block} values will be missing", UserWarning, stacklevel=3)
-    if frame.columns.duplicated().any():
+    # pandas renames a repeated header name (age, age.1): read the header line as written
+    header = pd.Series(_read_csv(path, f"block {block!r}", header=None, nrows=1, dtype=str).iloc[0].tolist())
+    if header.duplicated().any():
         raise CohortError(f"block {block!r}: file {str(path)!r} has the column name(s) "
-                          f"{sorted(set(frame.columns[frame.columns.duplicated()]))} more than once; rename them")
+                          f"{sorted(set(header[header.duplicated()].astype(str)))} more than once; rename them")
     if id_column not in frame.columns:
         raise CohortError(
             f"block {block!r}: file {str(path)!r} has no {id_column!r} column "
