@@ -429,3 +429,33 @@ def test_cli_unexpected_error_exit_1_and_debug(tmp_path):
     finally:
         cli.app = old
     assert original is cli.app.registered_commands
+
+
+# ----------------------------------------------------------------- images
+def _nifti(path, values):
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(values), str(path))
+
+
+@pytest.mark.parametrize("case", ["truncated", "inf voxel", "nan voxel", "not gzip"])
+def test_corrupt_nifti_refused(case, tmp_path):
+    from bayesrad.data.readers import read_image
+    from bayesrad.errors import ImageError
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(12, 16, 16)).astype(np.float32)
+    path = tmp_path / "ct.nii.gz"
+    if case == "inf voxel":
+        values[3, 4, 5] = np.inf
+    if case == "nan voxel":
+        values[3, 4, 5] = np.nan
+    _nifti(path, values)
+    if case == "truncated":
+        raw = path.read_bytes()
+        path.write_bytes(raw[: len(raw) * 2 // 3])
+    if case == "not gzip":
+        path.write_bytes(b"\x1f\x8b" + b"\0" * 400)
+    with pytest.raises(ImageError) as info:
+        read_image(path, patient_id="P1")
+    assert "'P1'" in str(info.value) and "ct.nii.gz" in str(info.value)
