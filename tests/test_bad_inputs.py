@@ -276,6 +276,7 @@ QUERY_CASES = {
     "do unknown node": (dict(target="lc", do={"dosage": 70.0}), "dosage"),
     "do inf": (dict(target="lc", do={"dose": float("inf")}), "dose"),
     "do bad shift": (dict(target="lc", do={"dose": "+lots"}), "+lots"),
+    "do text on continuous": (dict(target="lc", do={"dose": "lots"}), "lots"),
     "n_samples 1e12": (dict(target="lc", n_samples=10**12), "n_samples"),
     "unknown target": (dict(target="survival"), "survival"),
 }

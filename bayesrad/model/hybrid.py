@@ -890,6 +890,10 @@ def _check_query(model, target: str, n_samples, do) -> None:
                 and not np.isfinite(value):
             raise ModelError(f"do: {node!r}={value!r} is not a finite value; give a number in the "
                              "node's units")
+        kind = model.layout_.kind[node]
+        if isinstance(value, str) and value[:1] not in "+-" and kind in ("continuous", "count"):
+            raise ModelError(f"do: {node!r}={value!r}: {node!r} is {kind}; give a number in its units "
+                             "(e.g. 70) or a shift (+10)")
         if isinstance(value, str) and value[:1] in "+-":
             try:
                 shift = float(value)
