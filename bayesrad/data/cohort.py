@@ -601,7 +601,8 @@ def _read_manifest(path, id_column: str) -> pd.DataFrame:
 
 
 # Modalities bayesrad knows how to use (a suffix such as MR_T1 is allowed); others only warn.
-KNOWN_MODALITIES = frozenset({"CT", "PET", "MR", "MRI", "DOSE", "RTDOSE", "SPECT", "US", "CBCT", "PT", "SEG"})
+KNOWN_MODALITIES = frozenset({"CT", "PET", "DPET", "MR", "MRI", "DOSE", "RTDOSE", "SPECT", "US", "CBCT", "PT",
+                              "SEG", "CTA", "CECT", "NM"})
 
 
 def _read_csv(path: Path, what: str, **kwargs) -> pd.DataFrame:
