@@ -20,7 +20,7 @@ console = Console()
 
 
 def _fail(exc: BayesradError) -> None:
-    console.print(f"[bold red]bayesrad error:[/] {exc}")
+    console.print(f"[bold red]bayesrad error:[/] {_one_line(exc)}")
     raise typer.Exit(code=2)
 
 
@@ -407,5 +407,53 @@ def explain(
     console.print(f"{len(lines)} patients explained ({chosen}) -> {out}")
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``bayesrad`` and ``python -m bayesrad``: errors as one line, not tracebacks.
+
+    A ``BayesradError`` prints one line (its message names the culprit and the fix) and exits
+    2; any other exception prints one line with a pointer to ``--debug`` and exits 1.
+    ``--debug`` anywhere on the command line shows the full traceback instead.
+    """
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        # standalone_mode=False: click returns instead of calling sys.exit, so errors reach us.
+        result = app(args=args, prog_name="bayesrad", standalone_mode=False)
+    except typer.Exit as exc:  # raised by _fail and by --help
+        return int(exc.exit_code or 0)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted[/]")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns any error into a message
+        import click
+
+        if debug:
+            raise
+        if isinstance(exc, click.exceptions.ClickException):  # bad option or argument
+            exc.show()
+            return int(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            console.print("[bold red]aborted[/]")
+            return 1
+        if isinstance(exc, BayesradError):
+            console.print(f"[bold red]bayesrad error:[/] {_one_line(exc)}")
+            return 2
+        console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {_one_line(exc)} "
+                      "(run again with --debug for the traceback, and report it)")
+        return 1
+    return int(result or 0) if isinstance(result, int) else 0
+
+
+def _one_line(exc: BaseException) -> str:
+    from rich.markup import escape
+
+    return escape(" ".join(str(exc).split()))
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    raise SystemExit(main())

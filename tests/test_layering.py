@@ -25,6 +25,7 @@ LAYERS = {
     "app": 8,
     "pipeline": 9,
     "cli": 10,
+    "__main__": 11,  # python -m bayesrad: the command line, one layer above cli
 }
 
 

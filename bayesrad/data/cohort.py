@@ -13,8 +13,10 @@ name the patient, column or file.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
+import warnings
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -102,6 +104,9 @@ class Cohort:
         for block, frame in blocks.items():
             if not isinstance(frame, pd.DataFrame):
                 raise CohortError(f"block {block!r} must be a pandas DataFrame, got {type(frame).__name__}")
+            if frame.columns.duplicated().any():
+                dup = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+                raise CohortError(f"block {block!r}: column name(s) {dup} appear more than once; rename them")
             frame = _normalise_index(frame, block, id_column=id_column)
             declared = {
                 col: spec if isinstance(spec, ColumnType) else ColumnType.from_dict(spec, col)
@@ -379,7 +384,7 @@ class Cohort:
             if verbose:
                 _print_schema(cohort)
             return cohort
-        meta = yaml.safe_load(meta_path.read_text())
+        meta = _load_cohort_yaml(meta_path)
         if not isinstance(meta, dict) or meta.get("format") != COHORT_FORMAT:
             raise CohortError(f"{str(meta_path)!r} is not a bayesrad cohort description (format key missing)")
         if meta.get("version") != COHORT_FORMAT_VERSION:
@@ -388,15 +393,31 @@ class Cohort:
                 f"reads version {COHORT_FORMAT_VERSION}"
             )
         tables, schema = {}, {}
-        for block, spec in (meta.get("blocks") or {}).items():
+        blocks_spec = meta.get("blocks") or {}
+        if not isinstance(blocks_spec, dict):
+            raise CohortError(f"{str(meta_path)!r}: 'blocks' must be a mapping block -> {{file:, schema:}}, "
+                              f"got {type(blocks_spec).__name__}")
+        for block, spec in blocks_spec.items():
+            if not isinstance(spec, dict) or not isinstance(spec.get("file"), str) or not spec["file"]:
+                raise CohortError(f"{str(meta_path)!r}: block {block!r} needs a 'file:' naming its table "
+                                  f"(e.g. file: {block}.csv)")
+            block_schema = spec.get("schema") or {}
+            if not isinstance(block_schema, dict):
+                raise CohortError(f"{str(meta_path)!r}: block {block!r}: 'schema' must be a mapping column -> type")
             file = root / spec["file"]
-            tables[block] = _read_expression(file, ID) if file.suffix == ".h5ad" else _read_table(file, block, ID)
-            schema[block] = {c: ColumnType.from_dict(t, c) for c, t in (spec.get("schema") or {}).items()}
+            tables[str(block)] = _read_expression(file, ID) if file.suffix == ".h5ad" else _read_table(file, str(block), ID)
+            schema[str(block)] = {str(c): ColumnType.from_dict(t, str(c)) for c, t in block_schema.items()}
         patients_file = root / "patients.csv"
-        patient_ids = pd.read_csv(patients_file, dtype=str)[ID].tolist() if patients_file.exists() else None
+        patient_ids = None
+        if patients_file.exists():
+            listed = _read_csv(patients_file, "the patient list", dtype=str)
+            if ID not in listed.columns:
+                raise CohortError(f"{str(patients_file)!r} has no {ID!r} column (columns: "
+                                  f"{list(listed.columns)[:10]}); write one patient id per row under {ID}")
+            patient_ids = listed[ID].tolist()
         manifest = root / "manifest.csv"
         images = _read_manifest(manifest, ID) if manifest.exists() else None
-        cohort = cls(tables, images, schema, patient_ids=patient_ids, name=meta.get("name", root.name))
+        cohort = cls(tables, images, schema, patient_ids=patient_ids, name=str(meta.get("name", root.name)))
         if verbose:
             _print_schema(cohort)
         return cohort
@@ -517,10 +538,15 @@ def _read_table(path, block: str, id_column: str) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"block {block!r}: file {str(path)!r} does not exist")
-    try:
-        frame = pd.read_csv(path, dtype={id_column: str}, keep_default_na=True)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise CohortError(f"block {block!r}: file {str(path)!r} is not a readable CSV: {exc}") from exc
+    frame = _read_csv(path, f"block {block!r}", dtype={id_column: str}, keep_default_na=True)
+    if len(frame) == 0:
+        warnings.warn(f"block {block!r}: file {str(path)!r} has a header but no rows; every patient's "
+                      f"{block} values will be missing", UserWarning, stacklevel=3)
+    # pandas renames a repeated header name (age, age.1): read the header line as written
+    header = pd.Series(_read_csv(path, f"block {block!r}", header=None, nrows=1, dtype=str).iloc[0].tolist())
+    if header.duplicated().any():
+        raise CohortError(f"block {block!r}: file {str(path)!r} has the column name(s) "
+                          f"{sorted(set(header[header.duplicated()].astype(str)))} more than once; rename them")
     if id_column not in frame.columns:
         raise CohortError(
             f"block {block!r}: file {str(path)!r} has no {id_column!r} column "
@@ -538,7 +564,11 @@ def _read_expression(path, id_column: str) -> pd.DataFrame:
     if path.suffix == ".h5ad":
         import anndata
 
-        adata = anndata.read_h5ad(path)
+        try:
+            adata = anndata.read_h5ad(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # h5py: truncated / not HDF5
+            raise CohortError(f"expression file {str(path)!r} is not a readable AnnData .h5ad "
+                              f"({type(exc).__name__}: {exc}); re-export it with anndata") from exc
         matrix = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
         frame = pd.DataFrame(matrix, index=pd.Index(adata.obs_names.astype(str), name=ID), columns=list(adata.var_names))
         return _normalise_index(frame, "genes", str(path))
@@ -549,13 +579,58 @@ def _read_manifest(path, id_column: str) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"manifest {str(path)!r} does not exist")
-    manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
+    manifest = _read_csv(path, "manifest", dtype=str, keep_default_na=False)
+    if manifest.columns.duplicated().any():
+        raise CohortError(f"manifest {str(path)!r} has a column name more than once; rename it")
     manifest = manifest.rename(columns={id_column: ID})
+    if "modality" in manifest.columns:
+        unknown = sorted({m for m in manifest["modality"] if m and m.split("_")[0].upper() not in KNOWN_MODALITIES})
+        if unknown:
+            warnings.warn(f"manifest {str(path)!r}: modality(ies) {unknown} are not among the usual ones "
+                          f"({', '.join(sorted(KNOWN_MODALITIES))}); each becomes its own modality - check "
+                          f"for a typo", UserWarning, stacklevel=3)
+    if "mask_labels" in manifest.columns:
+        from bayesrad.data.readers import parse_labels
+
+        for row, labels in zip(manifest.get(ID, [""] * len(manifest)), manifest["mask_labels"]):
+            try:
+                parse_labels(labels or None)
+            except (ValueError, TypeError) as exc:
+                raise CohortError(f"manifest {str(path)!r}: patient {str(row)!r} has mask_labels {labels!r}; "
+                                  f"write integer labels separated by ';' (e.g. 1;2)") from exc
     base = path.parent
     for col in ("path", "mask_path"):
         if col in manifest.columns:
             manifest[col] = [str((base / p).resolve()) if p and not os.path.isabs(p) else p for p in manifest[col]]
     return manifest
+
+
+# Modalities bayesrad knows how to use (a suffix such as MR_T1 is allowed); others only warn.
+KNOWN_MODALITIES = frozenset({"CT", "PET", "DPET", "MR", "MRI", "DOSE", "RTDOSE", "SPECT", "US", "CBCT", "PT",
+                              "SEG", "CTA", "CECT", "NM"})
+
+
+def _read_csv(path: Path, what: str, **kwargs) -> pd.DataFrame:
+    """``pd.read_csv`` whose every failure (empty, binary, malformed) is a ``CohortError``
+    naming the file, rather than one of pandas' or Python's many exception classes."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError as exc:
+        raise CohortError(f"{what}: file {str(path)!r} is empty (no header line); write the column "
+                          f"names on the first line or remove the file") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, csv.Error, OverflowError) as exc:
+        raise CohortError(f"{what}: file {str(path)!r} is not a readable UTF-8 CSV "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); fix or re-export it") from exc
+
+
+def _load_cohort_yaml(path: Path):
+    try:
+        return yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CohortError(f"{str(path)!r} is not UTF-8 text; re-save it as UTF-8") from exc
+    except yaml.YAMLError as exc:  # syntax errors and unsafe tags such as !!python/object
+        raise CohortError(f"{str(path)!r} is not valid YAML for a cohort description: "
+                          f"{' '.join(str(exc).split())[:300]}; fix the line it names") from exc
 
 
 def _print_schema(cohort: Cohort) -> None:

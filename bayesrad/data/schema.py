@@ -248,6 +248,14 @@ def _validate_column(series: pd.Series, ctype: ColumnType, block: str, col: str)
         )
     numeric = numeric.astype("float64")
     present = numeric.notna()
+    # inf would make the stored scaling mean inf and sd NaN (the column NaN for everyone):
+    # refuse it here, where the message can name the patient.
+    infinite = present & ~np.isfinite(numeric)
+    if infinite.any():
+        raise SchemaError(
+            f"{where} holds a non-finite value: {_first_offender(infinite, series)}; "
+            f"correct it, or leave the cell empty if the value is missing"
+        )
     if kind in ("binary", "event"):
         bad = present & ~numeric.isin([0.0, 1.0])
         if bad.any():

@@ -77,13 +77,31 @@ def load_settings(settings: str | os.PathLike | Mapping | None = "pyradiomics_de
                 f"nor an existing YAML file; pass one of those or a dict"
             )
         try:
-            params = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise FeatureError(f"radiomics settings file {str(path)!r} is not valid YAML: {exc}") from exc
+            params = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise FeatureError(f"radiomics settings file {str(path)!r} is not valid UTF-8 YAML: "
+                               f"{' '.join(str(exc).split())}") from exc
+        except IsADirectoryError as exc:
+            raise FeatureError(f"radiomics settings {str(path)!r} is a directory; pass a YAML file") from exc
+        if not isinstance(params, dict):
+            raise FeatureError(f"radiomics settings file {str(path)!r} must hold a mapping (imageType, "
+                               f"setting, featureClass), not a {type(params).__name__}")
+    for key, kind in (("imageType", dict), ("setting", dict), ("featureClass", dict)):
+        value = params.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise FeatureError(f"radiomics settings: {key!r} must be a mapping (got {value!r})")
+    for key in ("imageType", "featureClass"):
+        for name, options in (params.get(key) or {}).items():
+            if key == "imageType" and options is not None and not isinstance(options, dict):
+                raise FeatureError(f"radiomics settings: imageType {name!r} takes a mapping of options "
+                                   f"(got {options!r})")
+            if key == "featureClass" and options is not None and not isinstance(options, list):
+                raise FeatureError(f"radiomics settings: featureClass {name!r} takes a list of feature "
+                                   f"names or nothing (got {options!r})")
     unknown = set(params) - {"imageType", "setting", "featureClass", "voxelSetting"}
     if unknown:
         raise FeatureError(
-            f"radiomics settings: unknown top-level key(s) {sorted(unknown)}; "
+            f"radiomics settings: unknown top-level key(s) {sorted(map(str, unknown))}; "
             f"use imageType, setting, featureClass (pyradiomics parameter file layout)"
         )
     params.setdefault("imageType", {"Original": {}})
@@ -97,10 +115,10 @@ def load_settings(settings: str | os.PathLike | Mapping | None = "pyradiomics_de
     params["setting"].update(overrides)
     bad_classes = set(params["featureClass"]) - set(FEATURE_CLASSES)
     if bad_classes:
-        raise FeatureError(f"radiomics settings: unknown feature class(es) {sorted(bad_classes)}; use {FEATURE_CLASSES}")
+        raise FeatureError(f"radiomics settings: unknown feature class(es) {sorted(map(str, bad_classes))}; use {FEATURE_CLASSES}")
     bad_types = set(params["imageType"]) - set(IMAGE_FILTERS)
     if bad_types:
-        raise FeatureError(f"radiomics settings: unknown image type(s) {sorted(bad_types)}; use {IMAGE_FILTERS}")
+        raise FeatureError(f"radiomics settings: unknown image type(s) {sorted(map(str, bad_types))}; use {IMAGE_FILTERS}")
     return params
 
 

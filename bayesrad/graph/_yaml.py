@@ -26,13 +26,25 @@ def load_yaml(path_or_text: str | Path, what: str, error: type[Exception]):
     ``what`` names the document in messages; ``error`` is raised for unparsable text.
     """
     if isinstance(path_or_text, str) and "\n" in path_or_text:
-        text = path_or_text
+        text, source = path_or_text, f"{what} YAML text"
     else:
         path = Path(path_or_text)
-        if not path.exists():
-            raise MissingFileError(f"{what} file {str(path)!r} does not exist")
-        text = path.read_text()
+        source = f"{what} file {str(path)!r}"
+        if not path.is_file():
+            raise MissingFileError(f"{source} does not exist (or is not a file)")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise error(f"{source} is not UTF-8 text; re-save it as UTF-8 YAML") from exc
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise error(f"{what} YAML cannot be parsed: {exc}") from exc
+    except yaml.YAMLError as exc:  # syntax errors, and unsafe tags (!!python/...) never executed
+        raise error(f"{source} cannot be parsed as YAML: {' '.join(str(exc).split())}; "
+                    f"fix the line it names") from exc
+
+
+def source_name(path_or_text, what: str) -> str:
+    """How messages name a YAML document: its file, or 'graph YAML text'."""
+    if isinstance(path_or_text, str) and "\n" in path_or_text:
+        return f"{what} YAML text"
+    return f"{what} file {str(path_or_text)!r}"

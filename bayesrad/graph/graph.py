@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+import numpy as np
 import pandas as pd
 
-from bayesrad.graph._yaml import dump_yaml, load_yaml
+from bayesrad.graph._yaml import dump_yaml, load_yaml, source_name
 from bayesrad.graph.knowledge import ExpertKnowledge
 from bayesrad.errors import GraphError
 
@@ -105,6 +106,11 @@ class NodeSpec:
             if not self.block:
                 raise GraphError(
                     f"latent node {self.name!r} needs block= (the cohort block it stands for)"
+                )
+            if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, (int, np.integer)):
+                raise GraphError(
+                    f"latent node {self.name!r}: latent_dim must be a whole number >= 1 "
+                    f"(got {self.latent_dim!r})"
                 )
             if int(self.latent_dim) < 1:
                 raise GraphError(
@@ -604,14 +610,21 @@ class Graph:
         fmt = data.get("format", GRAPH_FORMAT)
         if fmt != GRAPH_FORMAT:
             raise GraphError(f"graph format {fmt!r} is not supported (expected {GRAPH_FORMAT!r})")
+        if not isinstance(data["nodes"], list):
+            raise GraphError(f"'nodes' must be a list of node entries (got {data['nodes']!r})")
+        edges = data.get("edges") or []
+        if not isinstance(edges, list):
+            raise GraphError(f"'edges' must be a list of [parent, child] pairs (got {edges!r})")
         graph = cls([NodeSpec.from_dict(n) for n in data["nodes"]])
-        for entry in data.get("edges") or []:
+        for entry in edges:
             if isinstance(entry, Mapping):
                 if "from" not in entry or "to" not in entry:
                     raise GraphError(f"an edge entry needs 'from' and 'to' (got {dict(entry)!r})")
                 graph.add_edge(entry["from"], entry["to"], prior=entry.get("prior"),
                                confidence=entry.get("confidence"))
             else:
+                if not isinstance(entry, list) or len(entry) != 2:
+                    raise GraphError(f"an edge is a [parent, child] pair or {{from:, to:}} (got {entry!r})")
                 u, v = entry
                 graph.add_edge(u, v)
         if data.get("knowledge") is not None:
@@ -626,7 +639,16 @@ class Graph:
     def from_yaml(cls, path_or_text: str | Path) -> "Graph":
         """Read a graph from a YAML file (or YAML text containing a newline)."""
         data = load_yaml(path_or_text, "graph", GraphError)
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except GraphError as exc:
+            raise GraphError(f"{source_name(path_or_text, 'graph')}: {exc}") from exc
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            # A value of the wrong type deep in an entry (e.g. a list where a name goes):
+            # name the file rather than let the raw exception through.
+            raise GraphError(f"{source_name(path_or_text, 'graph')}: an entry has a value of the wrong "
+                             f"type ({type(exc).__name__}: {exc}); compare with a graph written by "
+                             f"Graph.to_yaml") from exc
 
 
 def _check_edge_prior(u, v, prior):

@@ -115,6 +115,9 @@ def table_from_frame(frame: pd.DataFrame, blocks: Mapping[str, str] | None = Non
     numeric columns with at most 2 distinct values become ``binary``; other numeric columns are
     ``continuous``. ``blocks`` optionally gives each column's block.
     """
+    if frame.columns.duplicated().any():
+        dup = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+        raise GraphError(f"column name(s) {dup} appear more than once in the table; rename or drop the copies")
     data = pd.DataFrame(index=frame.index)
     specs = {}
     for col in frame.columns:
@@ -317,6 +320,13 @@ def build_node_table(cohort_or_blocks, summary_blocks: Iterable[str] = SUMMARY_B
                 # Counts (read counts, expression) are right-skewed and scale with library
                 # size: summarise log1p of size-normalised counts.
                 rows = _size_normalised_log(rows)
+            if block not in summary_blocks:
+                # Silent before: 11 protein columns became one latent node, and a table of
+                # that block alone then had nothing to learn.
+                warnings.warn(f"block {block!r}: its {len(numeric)} numeric columns (more than "
+                              f"max_columns={max_columns}) are summarised as one latent node "
+                              f"{block!r} of {min(latent_dim, len(numeric))} component(s); raise "
+                              f"max_columns to keep them as separate nodes", UserWarning, stacklevel=2)
             scores, loading = _block_summary(rows, summary, seed, latent_dim)
             loadings[block] = loading
             add(block, scores, NodeSpec(block, "latent", block=block, columns=list(numeric),
@@ -417,9 +427,12 @@ def impute_numeric(data: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     holes = data[numeric].isna().any(axis=1)
     if not holes.any():
         return data
-    discrete = pd.get_dummies(data[[c for c in data.columns if c not in numeric]],
-                              drop_first=True, dummy_na=False, dtype=float)
-    values = np.column_stack([data[numeric].to_numpy(dtype=float), discrete.to_numpy()])
+    others = [c for c in data.columns if c not in numeric]
+    # get_dummies of zero columns raises ("No objects to concatenate"): an all-numeric table
+    # has no discrete predictors.
+    discrete = (pd.get_dummies(data[others], drop_first=True, dummy_na=False, dtype=float).to_numpy()
+                if others else np.empty((len(data), 0)))
+    values = np.column_stack([data[numeric].to_numpy(dtype=float), discrete])
     filled = IterativeImputer(sample_posterior=True, max_iter=20, random_state=seed,
                               skip_complete=True).fit_transform(values)
     out = data.copy()

@@ -386,6 +386,17 @@ def compare_graphs(learned, truth) -> dict[str, float]:
         return {(str(u), str(v)) for u, v in edges}
 
     est, tru = pairs(learned), pairs(truth)
+    import networkx as nx
+
+    for label, edges in (("learned", est), ("truth", tru)):
+        cycle = None
+        try:
+            cycle = nx.find_cycle(nx.DiGraph(list(edges)))
+        except nx.NetworkXNoCycle:
+            pass
+        if cycle:
+            raise GraphError(f"compare_graphs: the {label} graph has a cycle "
+                             f"({' -> '.join(u for u, _ in cycle)} -> {cycle[0][0]}); both graphs must be DAGs")
     skel_est = {frozenset(e) for e in est}
     skel_tru = {frozenset(e) for e in tru}
     shd = sum(((u, v) in est, (v, u) in est) != ((u, v) in tru, (v, u) in tru)

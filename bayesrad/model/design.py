@@ -88,20 +88,25 @@ class Preprocessor:
                     stats["transform"] = "normal_scores"
                     stats["quantiles"] = normal_scores_fit(matrix)
                     matrix = _transform_block(matrix, stats)
-                stats["mean"] = np.nanmean(matrix, axis=0).tolist()
-                stats["sd"] = np.maximum(np.nanstd(matrix, axis=0), _MIN_SD).tolist()
                 if np.any(np.all(np.isnan(matrix), axis=0)):
                     bad = [c for c, allnan in zip(columns, np.all(np.isnan(matrix), axis=0)) if allnan]
                     raise ModelError(f"latent node {name!r}: columns {bad[:5]} of block {block!r} "
                                      "are empty in the training data; drop them")
+                mean, sd = _moments(matrix, axis=0)
+                stats["mean"] = np.atleast_1d(mean).tolist()
+                stats["sd"] = np.maximum(np.atleast_1d(sd), _MIN_SD).tolist()
             elif spec.kind == "continuous":
                 x = _numeric(frame[[name]], name)[:, 0]
                 _need_values(x, name, block)
-                stats["mean"] = float(np.nanmean(x))
-                stats["sd"] = float(max(np.nanstd(x), _MIN_SD))
+                mean, sd = _moments(x)
+                stats["mean"] = float(mean)
+                stats["sd"] = float(max(sd, _MIN_SD))
                 # the training range, for the intervention guardrails (model/guardrails.py)
                 stats["min"], stats["max"] = float(np.nanmin(x)), float(np.nanmax(x))
             elif spec.kind in ("binary", "categorical", "ordinal", "group"):
+                # a node empty for every patient would be fitted on its prior alone
+                # (predictions about 0.5, silently)
+                _need_values(np.where(frame[name].notna(), 0.0, np.nan), name, block)
                 stats["levels"] = _levels(spec, frame[name], name, block)
                 if spec.kind in ("binary", "categorical"):
                     # a parent's indicators enter centred (see compile.encode)
@@ -133,6 +138,7 @@ class Preprocessor:
                                      "times must be positive durations")
                 stats["time_scale"] = float(np.nanmedian(t))
                 stats["event"] = spec.event
+            _check_finite_stats(name, stats)
             self.stats_[name] = stats
         return self
 
@@ -226,9 +232,21 @@ class Preprocessor:
 
     @classmethod
     def from_dict(cls, graph: Graph, data: Mapping[str, Any]) -> "Preprocessor":
+        """Inverse of ``to_dict``; a statistic missing, of the wrong type or not finite
+        (a damaged or edited model file) raises ``ModelError`` naming the node."""
         pre = cls(graph)
-        pre.stats_ = {k: dict(v) for k, v in data["stats"].items()}
-        pre.where_ = {k: (v[0], list(v[1])) for k, v in data["where"].items()}
+        try:
+            pre.stats_ = {str(k): dict(v) for k, v in data["stats"].items()}
+            pre.where_ = {str(k): (str(v[0]), [str(c) for c in v[1]]) for k, v in data["where"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise ModelError(f"preprocessing statistics are malformed ({type(exc).__name__}: {exc}); "
+                             "save the model again") from exc
+        absent = [n for n in graph.nodes if n not in pre.stats_]
+        if absent:
+            raise ModelError(f"preprocessing statistics lack node(s) {absent[:5]} of the graph; "
+                             "save the model again")
+        for name, stats in pre.stats_.items():
+            _check_finite_stats(name, stats)
         return pre
 
 
@@ -253,7 +271,7 @@ def blocks_of(cohort_or_blocks) -> dict[str, pd.DataFrame]:
 
 def _numeric(frame: pd.DataFrame, node: str) -> np.ndarray:
     try:
-        return frame.apply(pd.to_numeric, errors="raise").to_numpy(dtype=float)
+        out = frame.apply(pd.to_numeric, errors="raise").to_numpy(dtype=float)
     except (ValueError, TypeError) as exc:
         for col in frame.columns:
             converted = pd.to_numeric(frame[col], errors="coerce")
@@ -265,6 +283,24 @@ def _numeric(frame: pd.DataFrame, node: str) -> np.ndarray:
                     f"{frame[col].loc[pid]!r} for patient {pid!r}; fix the value or the "
                     "node's kind") from exc
         raise ModelError(f"node {node!r}: columns {list(frame.columns)} are not numeric") from exc
+    infinite = np.isinf(out)
+    if infinite.any():
+        # inf would turn the stored scaling into inf/NaN (the node NaN for everyone) or, in
+        # evidence, a finite but meaningless answer: refuse it, naming the patient.
+        row, j = (int(v) for v in np.argwhere(infinite)[0])
+        raise ModelError(f"node {node!r}: column {str(frame.columns[j])!r} is {out[row, j]} for patient "
+                         f"{str(frame.index[row])!r}; correct the value or leave it empty (missing)")
+    return out
+
+
+def _moments(x: np.ndarray, axis=None) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-ignoring mean and sd computed on values divided by their largest magnitude, so
+    that values near 1e308 give a finite sd instead of overflowing to inf."""
+    scale = np.nanmax(np.abs(x), axis=axis, keepdims=axis is not None)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    mean = np.nanmean(x / scale, axis=axis) * np.squeeze(scale)
+    sd = np.nanstd(x / scale, axis=axis) * np.squeeze(scale)
+    return mean, sd
 
 
 def _looks_like_counts(matrix: np.ndarray) -> bool:
@@ -287,6 +323,24 @@ def _transform_block(matrix: np.ndarray, stats: Mapping[str, Any]) -> np.ndarray
     library = np.nansum(matrix, axis=1, keepdims=True)
     size_factor = np.where(library > 0, library / stats["median_library"], np.nan)
     return np.log1p(matrix / size_factor)
+
+
+_NUMERIC_STATS = ("mean", "sd", "enc_mean", "enc_sd", "log_mean", "time_scale", "median_library")
+
+
+def _check_finite_stats(name: str, stats: Mapping[str, Any]) -> None:
+    """Every scaling statistic of a node is a finite number (sds and time scales positive)."""
+    for key in _NUMERIC_STATS:
+        if key not in stats:
+            continue
+        try:
+            values = np.asarray(stats[key], dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"node {name!r}: scaling statistic {key!r} is not numeric "
+                             f"({stats[key]!r})") from exc
+        if not np.all(np.isfinite(values)) or (key in ("sd", "enc_sd", "time_scale") and np.any(values <= 0)):
+            raise ModelError(f"node {name!r}: scaling statistic {key!r} is {values.tolist()!r}, not a "
+                             "finite (positive) number; check the node's values for extreme entries")
 
 
 def _need_values(x, name, block):

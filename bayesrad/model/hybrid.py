@@ -121,6 +121,11 @@ class HybridBN(BaseEstimator):
         """
         if not isinstance(self.graph, Graph):
             raise ModelError(f"HybridBN needs a bayesrad Graph (got {type(self.graph).__name__})")
+        from bayesrad.model.persist import check_settings
+
+        # every setting in range before any work (num_steps=-5 used to return a "fitted" model)
+        check_settings({k: v for k, v in self.get_params().items() if k != "graph"},
+                       where="HybridBN")
         method = self.method
         if method not in ("svi", "nuts"):
             raise ModelError(f"method must be 'svi' or 'nuts' (got {method!r})")
@@ -459,6 +464,7 @@ class HybridBN(BaseEstimator):
             raise ModelError(f"target {target!r} is a {kind} node; predict an observed node")
         self.check_do(do, strict=strict)
         n_samples = n_samples or self.n_samples
+        _check_query(self, target, n_samples, do)
 
         def summarise(chunk, index):
             values = particles.flatten(chunk.values, chunk.shape, self.layout_)
@@ -994,6 +1000,35 @@ class _threads:
 
     def __exit__(self, *exc):
         torch.set_num_threads(self.before)
+
+
+def _check_query(model, target: str, n_samples, do) -> None:
+    """Refuse a query that would fail deep inside (or answer nonsense): n_samples out of
+    range, an intervention on an unknown node or on the target itself, a non-finite value."""
+    from bayesrad.model.persist import check_settings
+
+    check_settings({"n_samples": n_samples}, where="predict")
+    for node, value in (do or {}).items():
+        if node not in model.layout_.kind:
+            raise ModelError(f"do: {node!r} is not a node of the graph (nodes: {model.graph_.nodes[:20]})")
+        if node == target:
+            raise ModelError(f"do: {node!r} is the target itself; intervene on another node "
+                             "(or read the answer off the value you would set)")
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+                and not np.isfinite(value):
+            raise ModelError(f"do: {node!r}={value!r} is not a finite value; give a number in the "
+                             "node's units")
+        kind = model.layout_.kind[node]
+        if isinstance(value, str) and value[:1] not in "+-" and kind in ("continuous", "count"):
+            raise ModelError(f"do: {node!r}={value!r}: {node!r} is {kind}; give a number in its units "
+                             "(e.g. 70) or a shift (+10)")
+        if isinstance(value, str) and value[:1] in "+-":
+            try:
+                shift = float(value)
+            except ValueError:
+                raise ModelError(f"do: {node!r}={value!r}: a shift is a signed number such as +10") from None
+            if not np.isfinite(shift):
+                raise ModelError(f"do: {node!r}={value!r} is not a finite shift")
 
 
 def _resolve_device(device: str) -> torch.device:
