@@ -311,7 +311,7 @@ def cytoscape_elements(state: AppState) -> list[dict]:
     strip = lambda s: s.str.replace(r"\[.*\]$", "", regex=True)
     coefs["p"], coefs["c"] = strip(coefs["parent"]), strip(coefs["child"])
     strength = coefs.assign(a=coefs["std_mean"].abs()).groupby(["p", "c"])["a"].max()
-    conf = g.edge_confidence()
+    conf = g.edge_confidence
     els = [{"data": {"id": n, "label": n, "kind": state.kinds[n],
                      "colour": colour[g.spec(n).block or ""]}} for n in g.nodes]
     for u, v in g.edges:
