@@ -389,6 +389,7 @@ def build_app(model: HybridBN, cohort=None, target: str | None = None,
                 h.Div(id="warning", style={"color": "#b35900"}),
                 h.Div(id="message", style={"color": "#c00"}),
                 h.H3(h.Span(id="answer")),
+                h.Button("Explain", id="explain"),
                 h.Div(id="explanation"),
                 h.Button("Export report", id="export"),
                 dcc.Download(id="download"),
@@ -429,12 +430,20 @@ def build_app(model: HybridBN, cohort=None, target: str | None = None,
 
     @app.callback(Output("answer", "children"), Output("message", "children"),
                   Output("warning", "children"), Output("whatif-value", "children"),
-                  Output("explanation", "children"),
                   Input({"type": "ev", "node": ALL}, "value"), Input("slider", "value"),
                   Input("mode", "value"), State("whatif-node", "value"),
                   State("patient", "value"))
     def answer(values, value, mode, node, patient):
         return answer_callback(state, values, value, mode, node, patient)
+
+    # explanations are asked for with a button, not recomputed on every slider move (a Shapley
+    # computation costs many predictions)
+    @app.callback(Output("explanation", "children"), Input("explain", "n_clicks"),
+                  State({"type": "ev", "node": ALL}, "value"), prevent_initial_call=True)
+    def explain(_, values):
+        evidence, _errors = state.validate(dict(zip(state.inputs, values)))
+        expl = explanation(state, evidence)
+        return "explanations not available" if expl is None else h.Pre(expl.to_string())
 
     @app.callback(Output("download", "data"), Input("export", "n_clicks"),
                   State({"type": "ev", "node": ALL}, "value"), State("slider", "value"),
@@ -450,12 +459,9 @@ def build_app(model: HybridBN, cohort=None, target: str | None = None,
 
 def answer_callback(state: AppState, values, value, mode, node, patient):
     """The callback that answers a slider move or an edited input (called directly by the
-    benchmark): answer text, validation message, extrapolation warning, slider readout,
-    explanation."""
+    benchmark): answer text, validation message, extrapolation warning, slider readout."""
     evidence, errors = state.validate(dict(zip(state.inputs, values)))
     warning = state.extrapolation(node, value) if node and value is not None else None
     row = whatif_answer(state, evidence, node, value, mode, patient or None)
-    expl = explanation(state, evidence)
-    expl_text = "explanations not available" if expl is None else expl.to_string()
     return (format_answer(state, row), "; ".join(errors), warning or "",
-            "" if value is None else f"{value:g}", expl_text)
+            "" if value is None else f"{value:g}")
