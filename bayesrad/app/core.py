@@ -56,7 +56,10 @@ class AppState:
         self.inputs = [n for n in observed if n not in later]
         self.ranges, self.bulk = {}, {}
         for n in self.inputs:
-            if self.kinds[n] in ("continuous", "count"):
+            if self.kinds[n] == "count":
+                # counts keep no mean/sd in the preprocessor: only their sign is checked
+                self.ranges[n] = (0.0, math.inf)
+            if self.kinds[n] == "continuous":
                 mu, sd = float(self.stats[n]["mean"]), float(self.stats[n]["sd"])
                 self.ranges[n] = (mu - 4 * sd, mu + 4 * sd)
                 self.bulk[n] = (mu - 2 * sd, mu + 2 * sd)
@@ -129,7 +132,7 @@ class AppState:
             if n not in self.inputs or value is None or (isinstance(value, str) and not value.strip()):
                 continue
             kind = self.kinds[n]
-            if kind in ("categorical", "ordinal", "binary") and self.levels(n):
+            if kind in ("categorical", "ordinal") and self.levels(n):
                 if str(value) not in self.levels(n):
                     errors.append(f"{n}: {value!r} is not one of the levels {self.levels(n)}")
                     continue
@@ -146,6 +149,9 @@ class AppState:
                 continue
             if kind == "binary" and x not in (0.0, 1.0):
                 errors.append(f"{n}: {value!r} must be 0 or 1")
+                continue
+            if kind == "count" and x != int(x):
+                errors.append(f"{n}: {value!r} is a count; type a whole number")
                 continue
             low, high = self.ranges.get(n, (-math.inf, math.inf))
             if not low <= x <= high:
@@ -353,8 +359,8 @@ def build_app(model: HybridBN, cohort=None, target: str | None = None,
             widget = dcc.Input(id={"type": "ev", "node": n}, type="text", debounce=True,
                                placeholder="not set", style={"width": "10em"})
             low, high = state.ranges.get(n, (0, 1))
-            hint = f"{state.unit(n)} plausible {low:.3g} to {high:.3g}" if n in state.ranges \
-                else "0 or 1"
+            hint = ("0 or 1" if kind == "binary" else "a whole number >= 0" if kind == "count"
+                    else f"{state.unit(n)} plausible {low:.3g} to {high:.3g}")
         return h.Div([h.Label(n, style={"width": "12em", "display": "inline-block"}), widget,
                       h.Span(" " + hint, style={"color": "#666", "fontSize": "small"})],
                      style={"display": "flex", "gap": "0.5em", "alignItems": "center"})
@@ -422,7 +428,7 @@ def build_app(model: HybridBN, cohort=None, target: str | None = None,
     def set_slider(node):
         if node is None:
             return 0, 1, 1, None
-        low, high = state.ranges[node]
+        low, high = state.ranges[node]   # continuous nodes only (the what-if list)
         mu = float(state.stats[node]["mean"])
         step = 10 ** math.floor(math.log10((high - low) / 100))
         return (round(low / step) * step, round(high / step) * step, step,
