@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   simulate a cohort and run the bayesrad pipeline on it
+#   make serve  open the demo's model in the browser app (runs the demo first if needed)
 #   make test   run the test suite
 # Both create .venv when needed and (re)install only when pyproject.toml or
 # constraints.txt changed since the last install.
@@ -17,7 +18,7 @@ export PYTHONHASHSEED := 0
 # Libraries that cache under ~ or ./data write into the build tree instead.
 export MPLBACKEND := Agg
 
-.PHONY: install demo test benchmarks clean
+.PHONY: install demo serve test benchmarks clean
 
 install: $(STAMP)
 
@@ -37,7 +38,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/bayesrad demo --out $(DEMO_OUT)
 
+serve: $(STAMP)
+	test -f $(DEMO_OUT)/model/meta.json || $(VENV)/bin/bayesrad demo --out $(DEMO_OUT)
+	$(VENV)/bin/bayesrad serve $(DEMO_OUT)/model
+
 test: $(STAMP)
+	# the app's browser tests need chromium: install it where apt-get can (they skip otherwise)
+	-test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || apt-get install -y -qq chromium >/dev/null 2>&1 || true
 	$(PY) -m pytest -q
 
 benchmarks: $(STAMP)

@@ -455,5 +455,39 @@ def _one_line(exc: BaseException) -> str:
     return escape(" ".join(str(exc).split()))
 
 
+def serve(
+    model_dir: Path = typer.Argument(..., help="A fitted model directory (HybridBN.save)."),
+    cohort: Path = typer.Option(None, "--cohort", help="A cohort directory: its patients to choose from."),
+    port: int = typer.Option(8050, help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Interface; anything but loopback exposes patient data."),
+    target: str = typer.Option(None, help="Node to predict (default: the last binary node)."),
+) -> None:
+    """The clinician's browser app: network, patient evidence, what-if, report export."""
+    import ipaddress
+
+    from bayesrad.app import build_app
+    from bayesrad.model import HybridBN
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        console.print(f"[bold red]warning[/]: serving on {host!r}, not loopback: anyone who can "
+                      "reach this machine sees the patients' data; use --host 127.0.0.1 unless "
+                      "the network is trusted.")
+    try:
+        model = HybridBN.load(model_dir)
+        data = None
+        if cohort is not None:
+            from bayesrad.data.cohort import Cohort
+            data = Cohort.from_directory(cohort)
+        web = build_app(model, data, target)
+    except BayesradError as exc:
+        _fail(exc)
+    console.print(f"bayesrad app on http://{host}:{port}/")
+    web.run(host=host, port=port, debug=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
