@@ -44,7 +44,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	# the app's browser tests need chromium: install it where apt-get can (they skip otherwise)
-	-test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || apt-get install -y -qq chromium >/dev/null 2>&1 || true
+	-test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || true
 	$(PY) -m pytest -q
 
 benchmarks: $(STAMP)
