@@ -19,6 +19,19 @@ app = typer.Typer(
 console = Console()
 
 
+def _output(path: Path, folder: bool, option: str = "--out") -> None:
+    """Refuse, before any work, an output path of the wrong kind (a folder where a file is
+    written, or a file where a folder is): nothing already there is overwritten or lost."""
+    from bayesrad.errors import OutputPathError
+
+    if folder and path.exists() and not path.is_dir():
+        _fail(OutputPathError(f"{option} {str(path)!r} is an existing file; give a folder path "
+                              "(it is created when absent)"))
+    if not folder and path.is_dir():
+        _fail(OutputPathError(f"{option} {str(path)!r} is a folder; give a file path such as "
+                              f"{str(path / 'predictions.csv')!r}"))
+
+
 def _fail(exc: BayesradError) -> None:
     console.print(f"[bold red]bayesrad error:[/] {_one_line(exc)}")
     raise typer.Exit(code=2)
@@ -35,6 +48,7 @@ def simulate(
     """Simulate a cohort with known ground truth and write it as real files."""
     import bayesrad
 
+    _output(out, folder=True)
     try:
         sim = bayesrad.simulate(scenario, n_patients=n_patients, seed=seed, out=out, image_size=image_size)
     except BayesradError as exc:
@@ -229,6 +243,7 @@ def predict(
     from bayesrad.model import HybridBN
     from bayesrad.model.guardrails import ExtrapolationWarning
 
+    _output(out, folder=False)
     try:
         interventions = _parse_do(do)
         model = HybridBN.load(model_dir).set_params(progress=True)  # a bar (or log lines) per batch

@@ -55,12 +55,17 @@ class ModelFileError(BayesradError, ValueError):
     """A saved model file is from an incompatible version, incomplete or tampered with."""
 
 
+class OutputPathError(BayesradError, ValueError):
+    """An output path cannot be written: a file where a folder is needed, or the reverse."""
+
+
 class ConvergenceWarning(UserWarning):
     """A fit reached its step budget before its convergence criterion was met."""
 
 
 __all__ = [
     "ConvergenceWarning",
+    "OutputPathError",
     "BayesradError",
     "CohortError",
     "SchemaError",

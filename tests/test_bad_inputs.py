@@ -460,3 +460,19 @@ def test_corrupt_nifti_refused(case, tmp_path):
     with pytest.raises(ImageError) as info:
         read_image(path, patient_id="P1")
     assert "'P1'" in str(info.value) and "ct.nii.gz" in str(info.value)
+
+
+def test_cli_output_path_of_the_wrong_kind_is_refused_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from bayesrad.cli import app
+
+    existing = tmp_path / "cohort.txt"
+    existing.write_text("keep me")
+    result = CliRunner().invoke(app, ["simulate", "incomplete_multimodal", "--out", str(existing),
+                                      "--n-patients", "5"])
+    assert result.exit_code == 2 and "is an existing file" in " ".join(result.output.split())
+    assert existing.read_text() == "keep me"
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "model"), str(tmp_path),
+                                      "--target", "y", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder" in " ".join(result.output.split())
