@@ -39,13 +39,14 @@ class _Features:
             raise ModelError(f"target {target!r} is {spec.kind}; the baselines handle binary, "
                              "categorical and survival targets")
         self.target, self.kind, self.event = target, spec.kind, spec.event
-        self.target_block = graph.check_data(blocks)[target][0]
+        where = graph.check_data(blocks)
+        self.target_block = where[target][0]
         self.columns: list[tuple[str, str]] = []          # (block, column) of numeric inputs
         self.levels: dict[tuple[str, str], list] = {}     # discrete inputs -> their levels
         self.block_of: dict[str, str] = {}
         for node in graph.parents(target):
             node_spec = graph.spec(node)
-            block = node_spec.block or graph.check_data(blocks)[node][0]
+            block = node_spec.block or where[node][0]
             if node_spec.kind == "latent":
                 for col in node_spec.columns:
                     self.columns.append((block, col))

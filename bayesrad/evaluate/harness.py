@@ -96,17 +96,7 @@ def _drop_target(blocks: dict, features: _Features) -> dict:
 
 
 # ----------------------------------------------------------------------------- metrics
-def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """Every binary metric of one set of predictions (Youden threshold on these patients)."""
-    out = {"auc": M.auc(y, p), "brier": M.brier(y, p), "log_loss": M.log_loss(y, p),
-           "ece": M.ece(y, p, strategy="uniform"), "ece_quantile": M.ece(y, p)}
-    line = M.calibration_line(y, p)
-    out["calibration_slope"], out["calibration_intercept"] = line["slope"], line["intercept"]
-    out.update({k: v for k, v in M.threshold_metrics(y, p).items() if k != "threshold"})
-    return out
-
-
-def _metric_fns(kind: str, classes=None):
+def _metric_fns(kind: str):
     if kind == "binary":
         return {"auc": M.auc, "brier": M.brier, "log_loss": M.log_loss,
                 "ece": lambda y, p: M.ece(y, p, strategy="uniform"), "ece_quantile": M.ece,
@@ -173,7 +163,7 @@ def compare(data, target: str, models: Sequence = ("bayesrad", "l1", "l2", "rf")
     pooled = {name: np.zeros((n_repeats, len(patients), width)) for name in estimators}
     filled = {name: np.zeros((n_repeats, len(patients)), bool) for name in estimators}
     fold_rows, seconds = [], {name: [] for name in estimators}
-    fns = _metric_fns(features.kind, features.classes)
+    fns = _metric_fns(features.kind)
     iterator = [(i, f) for i, f in enumerate(folds)]
     if progress:
         from tqdm.auto import tqdm
@@ -201,7 +191,7 @@ def compare(data, target: str, models: Sequence = ("bayesrad", "l1", "l2", "rf")
         average = _average(pooled[name], filled[name])
         predictions[name] = average
         for metric, fn in fns.items():
-            args = _args(features, y, event, average)
+            args = _args(features.kind, y, event, average)
             ci = M.bootstrap_ci(fn, *args, n_boot=n_boot, seed=seed)
             rows.append({"model": name, "metric": metric, "estimate": ci["estimate"],
                          "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]})
@@ -229,10 +219,11 @@ def _average(values: np.ndarray, filled: np.ndarray) -> np.ndarray:
     return (values * filled[..., None]).sum(0) / np.maximum(count, 1)[:, None]
 
 
-def _args(features, y, event, value):
-    if features.kind == "survival":
+def _args(kind: str, y, event, value):
+    """The metric functions' arguments for one kind of target."""
+    if kind == "survival":
         return y, event, value[:, 0]
-    if features.kind == "binary":
+    if kind == "binary":
         return y, value[:, 0]
     return y.astype(int), value
 
@@ -241,7 +232,7 @@ def _fold_metrics(fns, features, y, event, value) -> dict:
     out = {}
     for metric, fn in fns.items():
         try:
-            out[metric] = float(fn(*_args(features, y, event, value)))
+            out[metric] = float(fn(*_args(features.kind, y, event, value)))
         except (ModelError, ValueError):
             out[metric] = float("nan")
     return out
@@ -257,18 +248,16 @@ def paired(result: pd.DataFrame, a: str, b: str, metric: str, n_boot: int = 2000
         if name not in preds:
             raise ModelError(f"model {name!r} is not in this comparison ({sorted(preds)})")
 
-    class _F:
-        kind = outcome["kind"]
-
-    fns = _metric_fns(outcome["kind"], outcome["classes"])
+    fns = _metric_fns(outcome["kind"])
     if metric not in fns:
         raise ModelError(f"metric {metric!r} is not computed for this target ({sorted(fns)})")
     fn = fns[metric]
     y, event = outcome["y"], outcome["event"]
 
     def diff(index):
-        pa = _args(_F, y[index], None if event is None else event[index], preds[a][index])
-        pb = _args(_F, y[index], None if event is None else event[index], preds[b][index])
+        kept = None if event is None else event[index]
+        pa = _args(outcome["kind"], y[index], kept, preds[a][index])
+        pb = _args(outcome["kind"], y[index], kept, preds[b][index])
         return fn(*pa) - fn(*pb)
 
     n = len(y)
@@ -371,5 +360,5 @@ def to_json(result: pd.DataFrame) -> dict:
     return out
 
 
-__all__ = ["compare", "paired", "to_json", "missing_modality_curve", "make_folds", "split_folds", "centre_folds",
-           "binary_metrics"]
+__all__ = ["compare", "paired", "to_json", "missing_modality_curve", "make_folds", "split_folds",
+           "centre_folds"]
