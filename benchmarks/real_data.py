@@ -81,27 +81,6 @@ def load_hn1():
 
 
 # ----------------------------------------------------------------------------- models
-def _baselines():
-    """The baselines of radiomics studies (scikit-learn, fitted on the training fold only)."""
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return {
-        "l2_logistic": lambda: make_pipeline(
-            SimpleImputer(), StandardScaler(),
-            LogisticRegressionCV(Cs=10, cv=5, scoring="neg_log_loss", max_iter=5000)),
-        "l1_logistic": lambda: make_pipeline(
-            SimpleImputer(), StandardScaler(),
-            LogisticRegressionCV(Cs=10, cv=5, penalty="l1", solver="liblinear",
-                                 scoring="neg_log_loss", max_iter=5000)),
-        "random_forest": lambda: make_pipeline(
-            SimpleImputer(), RandomForestClassifier(n_estimators=500, random_state=0, n_jobs=1)),
-    }
-
-
 def _fit_bayesrad(cohort, target: str, **settings):
     from bayesrad import Graph, HybridBN
 
@@ -277,25 +256,25 @@ def bench_wide_fit_time(quick: bool) -> dict:
     frame.insert(0, "ID", [f"p{i:03d}" for i in range(n)])
     train, test = frame.iloc[:200], frame.iloc[200:]
     out = {"n_train": 200, "n_columns": p, "n_test": 100, "models": {}}
-    for name in ["bayesrad", *_baselines()]:
+    from bayesrad.evaluate.baselines import make_model
+
+    train_cohort = Cohort({"table": train}, id_column="ID")
+    test_cohort = Cohort({"table": test.drop(columns="Target")}, id_column="ID")
+    # every model through the evaluation baselines' one contract: fit(data, target), predict
+    for name in ("bayesrad", "l2", "l1", "rf"):
         times, auc = [], None
         for _ in range(1 if quick else 3):
+            model = make_model(name)
             start = time.perf_counter()
-            if name == "bayesrad":
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    model = _fit_bayesrad(Cohort({"table": train}, id_column="ID"), "Target")
-                times.append(time.perf_counter() - start)
-                pred = model.predict(Cohort({"table": test.drop(columns="Target")}, id_column="ID"),
-                                     target="Target")["mean"].to_numpy()
-            else:
-                fitted = _baselines()[name]().fit(train.iloc[:, 2:].to_numpy(), train["Target"])
-                times.append(time.perf_counter() - start)
-                pred = fitted.predict_proba(test.iloc[:, 2:].to_numpy())[:, 1]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.fit(train_cohort, "Target")
+            times.append(time.perf_counter() - start)
+            pred = model.predict(test_cohort)["mean"].to_numpy()
             auc = float(roc_auc_score(test["Target"], pred))
         out["models"][name] = {"fit_time_s_median": float(np.median(times)), "fit_times_s": times,
                                "test_auc": auc}
-        print(f"wide 200x{p}: {name:14s} fit {np.median(times):.2f} s  AUC {auc:.3f}", flush=True)
+        print(f"wide 200x{p}: {name:9s} fit {np.median(times):.2f} s  AUC {auc:.3f}", flush=True)
     out["oracle_test_auc"] = float(roc_auc_score(test["Target"], prob[200:]))
     out["target"] = "bayesrad fit <= 5 s on this machine (2 cores)"
     return out
