@@ -47,10 +47,14 @@ GRAPH_FORMAT = "bayesrad-graph/1"
 #   (continuous nodes); group_scale: scale of the random-intercept sd of a group parent;
 #   factors: "empirical_bayes" for a latent node whose loadings are probabilistic PCA of its
 #   block with k chosen by evidence (``model/factors.py``; latent_dim is then an upper bound);
-#   transform: "normal_scores" for a latent node's block columns (training quantiles).
+#   transform: "normal_scores" for a latent node's block columns (training quantiles);
+#   supervise: an outcome node's name, for an empirical-Bayes latent node whose factors are
+#   fitted on the block's columns most associated with that outcome (supervised principal
+#   components; how many by inner CV on the training data, ``model/factors.choose_screening``).
 NODE_PRIOR_KEYS = frozenset(
     {"intercept_scale", "coef_scale", "noise_scale", "shrinkage", "family", "mlp_hidden",
-     "group_scale", "global_scale", "slab_scale", "factors", "transform", "tau_scale"}
+     "group_scale", "global_scale", "slab_scale", "factors", "transform", "tau_scale",
+     "supervise"}
 )
 # Keys an edge's prior override may hold: sign ("positive" / "negative", a known direction of
 # effect: the coefficient's prior becomes half-normal on that side), mean, scale (standardised).
@@ -525,6 +529,11 @@ class Graph:
         if auto:
             target_spec.prior = {**(target_spec.prior or {}), "shrinkage": "ridge"}
         latents = [s for s in specs if s.kind == "latent"]
+        if auto and target_spec.kind in ("binary", "categorical", "ordinal", "continuous"):
+            # each block's factors summarise its columns most associated with the target
+            # (how many, the whole block included, by inner CV on the training patients)
+            for spec in latents:
+                spec.prior = {**(spec.prior or {}), "supervise": target}
         if auto and len(latents) > 1:
             # a block missing for a patient is predicted from the blocks present: the most
             # complete block is a parent of every other (ridge-shrunk factor regressions);

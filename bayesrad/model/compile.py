@@ -199,7 +199,9 @@ class Layout:
                                      f"{self.latent_dim[n]} over {self.n_columns[n]} columns")
                 self.fixed[f"{n}.loadings"] = loadings
                 self.fixed[f"{n}.col_mean"] = np.zeros(self.n_columns[n])
-                self.fixed[f"{n}.col_sd"] = np.full(self.n_columns[n], float(fac["noise_sd"]))
+                # one noise sd (PPCA) or one per column (columns screened out keep their own)
+                self.fixed[f"{n}.col_sd"] = np.broadcast_to(
+                    np.asarray(fac["noise_sd"], dtype=float), (self.n_columns[n],)).copy()
         self._constants: dict = {}
         self._derived: dict[str, np.ndarray] = {}
         self.sites: list[GlobalSite] = []

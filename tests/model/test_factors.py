@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
 
 from bayesrad import Graph, HybridBN
 from bayesrad.data import Cohort
@@ -217,3 +218,81 @@ def test_with_allowed_parents_adds_what_the_tiers_allow():
     assert set(full.parents("control")) == {"age", "dose"}
     assert full.spec("control").prior["shrinkage"] == "ridge"
     assert graph.parents("control") == []          # the original is unchanged
+
+
+# ----------------------------------------------------------------------------- supervision
+NUISANCE = 100
+LOADING = 1.0
+
+
+def _weak_signal_table(n=330, p=400, seed=1):
+    """A wide block whose outcome signal is a weak factor carried by 8 columns, below the
+    variance of 100 nuisance factors (the top 64 principal components are all nuisance): unsupervised
+    PCA cannot see it, screening by the outcome can (Bair et al. 2006's setting)."""
+    rng = np.random.default_rng(seed)
+    nuisance = rng.normal(size=(n, NUISANCE)) @ rng.normal(size=(NUISANCE, p))
+    signal = rng.normal(size=n)
+    x = nuisance + rng.normal(size=(n, p))
+    x[:, :8] = LOADING * signal[:, None] + rng.normal(size=(n, 8))
+    prob = 1 / (1 + np.exp(-2.5 * signal))
+    y = (rng.random(n) < prob).astype(float)
+    frame = pd.DataFrame(x, columns=[f"feature_{j}" for j in range(p)])
+    frame.insert(0, "Target", y)
+    frame.insert(0, "ID", [f"case{i:03d}" for i in range(n)])
+    return frame, prob
+
+
+def test_screening_keeps_the_columns_that_carry_the_outcome():
+    from bayesrad.model.factors import choose_screening
+
+    frame, _ = _weak_signal_table()
+    x = frame.filter(like="feature_").to_numpy()
+    x = (x - x.mean(0)) / x.std(0)
+    with threadpool_limits(1):
+        choice = choose_screening(x, np.ones_like(x, dtype=bool), frame["Target"].to_numpy(),
+                                  "binary")
+    assert choice["m"] < x.shape[1] and choice["columns"] is not None
+    assert len(set(choice["columns"]) & set(range(8))) >= 6
+    # the full block was a candidate and lost in inner CV
+    assert choice["loss"][x.shape[1]] > choice["loss"][choice["m"]]
+    # a block no wider than the smallest candidate is not screened
+    small = choose_screening(x[:, :20], np.ones((len(x), 20), dtype=bool),
+                             frame["Target"].to_numpy(), "binary")
+    assert small["columns"] is None and small["m"] == 20
+
+
+@pytest.fixture(scope="module")
+def weak_signal_fits():
+    frame, prob = _weak_signal_table()
+    train = Cohort({"table": frame.iloc[:130]}, id_column="ID")
+    test = Cohort({"table": frame.iloc[130:]}, id_column="ID")
+    graph = Graph.default(train, target="Target")
+    plain = graph.copy()
+    plain.spec("table").prior = {k: v for k, v in plain.spec("table").prior.items()
+                                 if k != "supervise"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fits = {name: HybridBN(g, seed=0, num_threads=1, num_steps=600).fit(train)
+                for name, g in (("supervised", graph), ("unsupervised", plain))}
+    return fits, test, prob[130:]
+
+
+def test_supervised_factors_predict_what_unsupervised_ones_miss(weak_signal_fits, tmp_path):
+    fits, test, truth = weak_signal_fits
+    model = fits["supervised"]
+    screening = model.preprocessor_.stats_["table"]["factors"]["screening"]
+    assert screening["outcome"] == "Target" and screening["n_columns"] < 400
+    # columns screened out have zero loadings and no say in the factors
+    kept = [model.preprocessor_.stats_["table"]["columns"].index(c) for c in screening["columns"]]
+    loadings = model.layout_.fixed["table.loadings"]
+    assert np.all(np.delete(loadings, kept, axis=1) == 0)
+    y = (truth > 0.5).astype(int)
+    auc = {name: roc_auc_score(y, m.predict(test, target="Target")["mean"])
+           for name, m in fits.items()}
+    assert auc["supervised"] > 0.85
+    assert auc["supervised"] > auc["unsupervised"] + 0.08
+    # the screening is part of the saved model
+    model.save(tmp_path / "m")
+    again = HybridBN.load(tmp_path / "m")
+    assert np.allclose(again.predict(test, target="Target", n_samples=100)["mean"],
+                       model.predict(test, target="Target", n_samples=100)["mean"], atol=1e-5)
