@@ -899,20 +899,14 @@ def build_app(model: HybridBN, cohort=None, target: str | None = None,
                   Input("mode", "value"), State("whatif-node", "value"),
                   State("patient", "value"))
     def answer(values, value, mode, node, patient):
-        text, row, message, warning, shown = answer_callback(state, values, value, mode, node,
-                                                             patient)
-        return text, detail_view(state, row, "whatif"), message, warning, shown
+        return answer_outputs(state, values, value, mode, node, patient)
 
     @app.callback(Output("cf-status", "children"), Output("cf-answer", "children"),
                   Output("cf-detail", "children"), Output("cf-message", "children"),
                   Output("cf-unit", "children"),
                   Input("patient", "value"), Input("cf-node", "value"), Input("cf-value", "value"))
     def counterfactual(patient, node, raw):
-        status, row, message = counterfactual_callback(state, patient, node, raw)
-        text = "" if row is None else (f"Had {node} been {float(raw):g} {state.unit(node)}: "
-                                       + format_answer(state, row, counterfactual=True))
-        detail = None if row is None else detail_view(state, row, "cf", counterfactual=True)
-        return status, text, detail, message, state.unit(node) if node else ""
+        return counterfactual_outputs(state, patient, node, raw)
 
     # explanations are asked for with a button, not recomputed on every slider move (a Shapley
     # computation costs many predictions)
@@ -953,6 +947,23 @@ def answer_callback(state: AppState, values, value, mode, node, patient):
     row = whatif_answer(state, evidence, node, value, mode, patient or None)
     return (format_answer(state, row), row, "; ".join(errors), warning or "",
             "" if value is None else f"{value:g}")
+
+
+def answer_outputs(state: AppState, values, value, mode, node, patient):
+    """What the what-if callback returns to the page (the benchmark times this): answer
+    text, its picture (class bars / survival curve), message, warning, slider readout."""
+    text, row, message, warning, shown = answer_callback(state, values, value, mode, node, patient)
+    return text, detail_view(state, row, "whatif"), message, warning, shown
+
+
+def counterfactual_outputs(state: AppState, patient, node, raw):
+    """What the counterfactual callback returns to the page: status, answer text, its
+    picture, message, the node's unit."""
+    status, row, message = counterfactual_callback(state, patient, node, raw)
+    text = "" if row is None else (f"Had {node} been {float(raw):g} {state.unit(node)}: "
+                                   + format_answer(state, row, counterfactual=True))
+    detail = None if row is None else detail_view(state, row, "cf", counterfactual=True)
+    return status, text, detail, message, state.unit(node) if node else ""
 
 
 def counterfactual_callback(state: AppState, patient, node, raw):
