@@ -57,7 +57,9 @@ class AppState:
                              f"(observed nodes: {observed})")
         # the target's descendants happen after it: not evidence for its prediction
         later = m.graph_.descendants(self.target) | {self.target}
-        self.inputs = [n for n in observed if n not in later]
+        # a survival node is a follow-up outcome (and its event status has no input here):
+        # never evidence for another target's prediction
+        self.inputs = [n for n in observed if n not in later and self.kinds[n] != "survival"]
         self.ranges, self.bulk = {}, {}
         for n in self.inputs:
             if self.kinds[n] == "count":
@@ -650,8 +652,8 @@ def report_html(state: AppState, evidence: Mapping[str, Any], patient: str | Non
     for n in state.inputs:
         v = evidence.get(n)
         unit = state.unit(n) if v is not None else ""
-        parts.append(f"<tr><td>{esc(n)}</td><td>{esc('not set' if v is None else f'{v} {unit}'.strip())}"
-                     "</td></tr>")
+        shown = "not set" if v is None else f"{v:.6g} {unit}".strip() if isinstance(v, float) else str(v)
+        parts.append(f"<tr><td>{esc(n)}</td><td>{esc(shown)}</td></tr>")
     parts.append("</table>")
     missing = state.missing_modalities(patient)
     if missing:

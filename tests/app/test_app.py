@@ -185,7 +185,8 @@ def test_export_report(served, tmp_path):
     # evidence table: every input with the patient's value
     table = text[text.index("id='evidence'"):text.index("</table>", text.index("id='evidence'"))]
     for node, value in state.patient_values("P003").items():
-        assert f"<td>{node}</td><td>{value}" in table, node
+        shown = f"{value:.6g} {state.unit(node)}" if isinstance(value, float) else value
+        assert f"<td>{node}</td><td>{shown}</td>" in table, node
     # explanation: the Shapley contributions of bayesrad.explain for this evidence
     expl = _section(text, "explanation")
     full, _ = state.validate(state.patient_values("P003"))
@@ -210,3 +211,21 @@ def test_export_report(served, tmp_path):
     brier = metrics.brier(y.to_numpy(), pred["mean"].reindex(y.index).to_numpy())
     assert f"<td>Brier score</td><td>{brier:.3f}</td>" in card
     assert "calibration figure" in card and "in-sample" in card
+
+
+def test_model_card_names_the_saved_models_versions(served, tmp_path):
+    import json
+
+    from bayesrad.app.core import AppState, model_card
+    from bayesrad.model import HybridBN
+
+    model, _, _ = served
+    model.save(tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / "meta.json").read_text())
+    state = AppState(HybridBN.load(tmp_path / "model"), None, "local_control", 50,
+                     model_dir=tmp_path / "model")
+    card = model_card(state)
+    assert f"torch {meta['versions']['torch']}" in card and f"pyro {meta['versions']['pyro']}" in card
+    assert meta["sha256"]["params.safetensors"][:16] in card
+    # no cohort: the card says why there is no calibration instead of drawing one
+    assert "Calibration not shown" in card and "calibration figure" not in card
