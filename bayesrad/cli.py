@@ -497,7 +497,7 @@ def serve(
         if cohort is not None:
             from bayesrad.data.cohort import Cohort
             data = Cohort.from_directory(cohort)
-        web = build_app(model, data, target)
+        web = build_app(model, data, target, model_dir=model_dir)
     except BayesradError as exc:
         _fail(exc)
     console.print(f"bayesrad app on http://{host}:{port}/")

@@ -725,12 +725,13 @@ class HybridBN(BaseEstimator):
 
     def query(self, target: str, evidence: Mapping | pd.DataFrame | None = None,
               do: Mapping | None = None, n_samples: int | None = None,
-              seed: int | None = None) -> pd.DataFrame:
+              seed: int | None = None, times=None) -> pd.DataFrame:
         """P(target | evidence, do(...)) for one hypothetical patient (or a table of them).
 
         ``evidence``: ``{node: value}`` in original units (a latent node's block columns may
         be given by column name), or a DataFrame of such rows indexed by patient_id. Nodes not
         given are marginalised. ``do``: ``{node: value}`` interventions (incoming edges cut).
+        ``times``: survival targets' S(t) times in days, as in :meth:`predict`.
         """
         self._check_fitted()
         if evidence is None:
@@ -751,7 +752,7 @@ class HybridBN(BaseEstimator):
                 for c in cols:
                     block[c] = frame[c]
         design = self.preprocessor_.transform(blocks, patient_ids=frame.index)
-        return self.predict(design, target, n_samples=n_samples, do=do, seed=seed)
+        return self.predict(design, target, n_samples=n_samples, do=do, seed=seed, times=times)
 
     # ------------------------------------------------------------------ reporting
     def coefficients(self, n_samples: int | None = None) -> pd.DataFrame:

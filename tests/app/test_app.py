@@ -1,14 +1,13 @@
 """The clinician's app in a real browser (Playwright + Debian chromium): the page loads, a
 patient is chosen, the dose slider moves and the displayed probability is the model's own
-answer under do(dose), a wrongly typed value shows a message, and the exported report holds
-the prediction, the evidence and the model card. A small model is fitted once per module."""
+answer under do(dose), a wrongly typed value shows a message, the counterfactual tab gives the
+model's counterfactual for the patient (and, at the patient's own dose, their observed
+outcome), and the exported report holds every section with the model's numbers. A small model
+is fitted once per module; the browser is shared (conftest.py)."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import threading
-import time
+import re
 
 import numpy as np
 import pandas as pd
@@ -18,10 +17,7 @@ from scipy.special import expit
 from bayesrad.graph.graph import Graph, NodeSpec
 from bayesrad.model import HybridBN
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if shutil.os.path.exists("/usr/bin/chromium") else None)
-playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not found at /usr/bin/chromium: "
-                                "apt-get install chromium (make test does it where it can)")
+from tests.app._browser import serve
 
 
 def _cohort(n=80, seed=0):
@@ -37,7 +33,7 @@ def _cohort(n=80, seed=0):
 
 
 @pytest.fixture(scope="module")
-def served():
+def served(browser):
     from bayesrad.app import build_app
 
     graph = Graph([NodeSpec("age_years", "continuous", block="clinical"),
@@ -50,27 +46,11 @@ def served():
     model = HybridBN(graph, num_steps=300, min_steps=300, seed=0, num_threads=1, n_samples=200
                      ).fit(blocks)
     app = build_app(model, blocks)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    threading.Thread(target=lambda: app.run(host="127.0.0.1", port=port, debug=False),
-                     daemon=True).start()
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--no-sandbox", "--disable-gpu",
-                                          "--disable-background-networking"])
-        page = browser.new_page(accept_downloads=True)
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.wait_for_selector("#answer:has-text('P(local_control')", timeout=30000)
-        yield model, app.state, page
-        browser.close()
+    page = browser.new_page(accept_downloads=True)
+    page.goto(serve(app))
+    page.wait_for_selector("#answer:has-text('P(local_control')", timeout=30000)
+    yield model, app.state, page
+    page.close()
 
 
 def _probability(text):
@@ -110,7 +90,7 @@ def test_slider_answer_is_the_models_do_answer(served):
 
 
 def test_wrong_value_shows_a_message(served):
-    _, _, page = served
+    _, state, page = served
     age = page.locator("input[id*='age_years']")
     age.fill("sixty")
     age.press("Enter")
@@ -119,18 +99,133 @@ def test_wrong_value_shows_a_message(served):
     age.fill("400")
     age.press("Enter")
     page.wait_for_selector("#message:has-text('plausible range')", timeout=30000)
-    age.fill("")
+    # back to the patient's own age: the next tests see P003's record
+    age.fill(repr(state.patient_values("P003")["age_years"]))
     age.press("Enter")
+    page.wait_for_function("document.querySelector('#message').innerText === ''", timeout=30000)
+
+
+def _section(text, ident):
+    """The HTML of the report's ``<div id=ident>`` (sections are not nested but the model card)."""
+    start = text.index(f"id='{ident}'")
+    return text[start:text.index("</div>", start)]
+
+
+def _counterfactual(page, value):
+    before = page.inner_text("#cf-answer")
+    box = page.locator("#cf-value")
+    box.fill(value)
+    box.press("Enter")
+    page.wait_for_function(f"document.querySelector('#cf-answer').innerText !== {before!r}",
+                           timeout=30000)
+    return page.inner_text("#cf-answer")
+
+
+def test_counterfactual_tab_is_the_models_counterfactual(served):
+    from bayesrad.query import counterfactual
+
+    model, state, page = served
+    page.get_by_text("Counterfactual", exact=True).click()
+    page.wait_for_selector("#cf-status:has-text('Observed for P003')", timeout=30000)
+    factual = float(state.blocks["outcome"].at["P003", "local_control"])
+    assert f"local_control = {factual:g}" in page.inner_text("#cf-status")
+    # the Python API's answer for this patient's own record (abduction from their outcome)
+    record = {name: frame.loc[["P003"]] for name, frame in _cohort().items()}
+    expect = counterfactual(model, record, "local_control", {"dose_mean_gy": 75.0},
+                            n_samples=state.n_samples, seed=0).iloc[0]
+    text = _counterfactual(page, "75")
+    assert text.startswith("Had dose_mean_gy been 75 Gy: P(local_control = 1) = ")
+    assert (f"= {expect['mean']:.2f} (90% interval {expect['q05']:.2f} to {expect['q95']:.2f})"
+            in text), (text, expect)
+    # at the patient's own dose nothing changes: the counterfactual is the observed outcome
+    own = _counterfactual(page, repr(state.patient_values("P003")["dose_mean_gy"]))
+    assert f"= {factual:.2f} (90% interval {factual:.2f} to {factual:.2f})" in own, own
+    # a wrongly typed value: a message, the answer cleared, no traceback
+    _counterfactual(page, "lots")
+    assert "not a number" in page.inner_text("#cf-message")
+    _counterfactual(page, "75")   # leave the tab set up for the report
+
+
+def test_counterfactual_needs_a_recorded_outcome(served):
+    from bayesrad.app.core import counterfactual_callback
+
+    _, state, _ = served
+    status, row, _ = counterfactual_callback(state, "", "dose_mean_gy", "70")
+    assert row is None and "choose one" in status
+    state.blocks["outcome"].loc["P001", "local_control"] = np.nan   # an unrecorded outcome
+    try:
+        status, row, _ = counterfactual_callback(state, "P001", "dose_mean_gy", "70")
+        assert row is None and "P001's local_control is not recorded" in status
+    finally:
+        state.blocks["outcome"].loc["P001", "local_control"] = _cohort()["outcome"].at["P001", "local_control"]
 
 
 def test_export_report(served, tmp_path):
-    _, _, page = served
+    import bayesrad
+    from bayesrad.evaluate import metrics
+    from bayesrad.explain import shapley
+
+    model, state, page = served
     with page.expect_download(timeout=60000) as info:
         page.click("#export")
     path = tmp_path / "report.html"
     info.value.save_as(path)
     text = path.read_text()
-    for part in ("P(local_control = 1) =", "Evidence", "dose_mean_gy", "Model card",
-                 "data:image/png;base64,", "What-if"):
-        assert part in text, part
-    assert "explanations not available" in text or "Explanation" in text
+    # self-contained: no script, nothing fetched from elsewhere
+    assert "<script" not in text and not re.search(r"src=['\"]http", text)
+    # prediction: the what-if answer under the slider's do(dose), as the Python API gives it
+    shown = float(page.inner_text("#whatif-value"))
+    evidence, _ = state.validate(state.patient_values("P003"))
+    evidence.pop("dose_mean_gy")
+    expect = model.query("local_control", evidence, do={"dose_mean_gy": shown},
+                         n_samples=state.n_samples, seed=0).iloc[0]
+    prediction = _section(text, "prediction-section")
+    assert (f"P(local_control = 1) = {expect['mean']:.2f} (90% interval {expect['q05']:.2f} to "
+            f"{expect['q95']:.2f}) under do(dose_mean_gy = {shown:g} Gy)") in prediction
+    # evidence table: every input with the patient's value
+    table = text[text.index("id='evidence'"):text.index("</table>", text.index("id='evidence'"))]
+    for node, value in state.patient_values("P003").items():
+        shown = f"{value:.6g} {state.unit(node)}" if isinstance(value, float) else value
+        assert f"<td>{node}</td><td>{shown}</td>" in table, node
+    # explanation: the Shapley contributions of bayesrad.explain for this evidence
+    expl = _section(text, "explanation")
+    full, _ = state.validate(state.patient_values("P003"))
+    ref = shapley(model, {name: frame.loc[["P003"]] for name, frame in _cohort().items()},
+                  "local_control", n_samples=state.n_samples, seed=0)
+    for r in ref.itertuples():
+        assert f"<td>{r.node}</td><td>{r.value:+.3f}</td>" in expl, (r.node, expl)
+    # what-if curve, network picture
+    assert "data:image/png;base64," in _section(text, "whatif")
+    assert "data:image/png;base64," in _section(text, "network")
+    # counterfactual (set in the tab by the previous test)
+    cf = model.counterfactual({n: f.loc[["P003"]] for n, f in _cohort().items()}, "local_control",
+                              {"dose_mean_gy": 75.0}, n_samples=state.n_samples, seed=0).iloc[0]
+    assert (f"Had dose_mean_gy been 75 Gy: P(local_control = 1) = {cf['mean']:.2f}"
+            in _section(text, "counterfactual"))
+    # model card: data, version, calibration on the 80 patients with the API's Brier score
+    card = text[text.index("id='model-card'"):]
+    assert "80 patients" in card and f"bayesrad {bayesrad.__version__}" in card
+    assert "<td>dose_mean_gy</td><td>dosimetry</td><td>continuous</td>" in card
+    pred = model.predict(_cohort(), "local_control", n_samples=state.n_samples, seed=0)
+    y = _cohort()["outcome"]["local_control"]
+    brier = metrics.brier(y.to_numpy(), pred["mean"].reindex(y.index).to_numpy())
+    assert f"<td>Brier score</td><td>{brier:.3f}</td>" in card
+    assert "calibration figure" in card and "in-sample" in card
+
+
+def test_model_card_names_the_saved_models_versions(served, tmp_path):
+    import json
+
+    from bayesrad.app.core import AppState, model_card
+    from bayesrad.model import HybridBN
+
+    model, _, _ = served
+    model.save(tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / "meta.json").read_text())
+    state = AppState(HybridBN.load(tmp_path / "model"), None, "local_control", 50,
+                     model_dir=tmp_path / "model")
+    card = model_card(state)
+    assert f"torch {meta['versions']['torch']}" in card and f"pyro {meta['versions']['pyro']}" in card
+    assert meta["sha256"]["params.safetensors"][:16] in card
+    # no cohort: the card says why there is no calibration instead of drawing one
+    assert "Calibration not shown" in card and "calibration figure" not in card
