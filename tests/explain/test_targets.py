@@ -9,6 +9,10 @@ import pandas as pd
 import pytest
 from scipy.special import softmax
 
+from typer.testing import CliRunner
+
+from bayesrad.cli import app
+from bayesrad.data import Cohort
 from bayesrad.errors import ModelError
 from bayesrad.explain import sentence, shapley, what_if
 from bayesrad.explain.plots import beeswarm, waterfall, what_if_plot
@@ -136,3 +140,32 @@ def test_what_if_and_plots_for_categorical_and_survival(fit, tmp_path):
     assert waterfall(table, pid, which="mid").axes[0].get_xlabel().startswith("P(grade = mid)")
     with pytest.raises(ModelError, match="'nope'"):
         waterfall(table, pid, which="nope")
+
+
+def test_cli_explains_categorical_and_survival_targets(fit, tmp_path):
+    model, _, test = fit
+    model.save(tmp_path / "model")
+    Cohort(blocks=test).to_directory(tmp_path / "cohort")
+    pid = test["clinical"].index[0]
+    runner = CliRunner()
+    common = [str(tmp_path / "model"), str(tmp_path / "cohort"), "--patient", pid,
+              "--n-samples", "20"]
+    res = runner.invoke(app, ["explain", *common, "--target", "os_days", "--horizon", "400",
+                              "--survival-summary", "both", "--ignore", "grade",
+                              "--out", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(tmp_path / "s" / "contributions.csv")
+    assert set(table["quantity"]) == {"P(os_days > 400)", "RMST(os_days, 400)"}
+    for _, rows in table.groupby("quantity"):
+        assert rows["value"].sum() == pytest.approx(rows["prediction"].iloc[0]
+                                                    - rows["base"].iloc[0], abs=1e-9)
+    assert f"{pid}: P(os_days > 400) " in (tmp_path / "s" / "sentences.txt").read_text()
+    res = runner.invoke(app, ["explain", *common, "--target", "grade", "--ignore", "os_days",
+                              "--out", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(tmp_path / "c" / "contributions.csv")
+    assert set(table["class"]) == set(LEVELS) and set(table["node"]) == set(PLAYERS)
+    assert (tmp_path / "c" / f"waterfall_{pid}.png").stat().st_size > 1000
+    bad = runner.invoke(app, ["explain", *common, "--target", "os_days", "--survival-summary",
+                              "mean", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "'mean'" in bad.output
