@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from bayesrad.cli import app
 from bayesrad.data import Cohort
 from bayesrad.errors import ModelError
-from bayesrad.explain import sentence, shapley, what_if
+from bayesrad.explain import explain_model, sentence, shapley, what_if
 from bayesrad.explain.plots import beeswarm, waterfall, what_if_plot
 from bayesrad.graph.graph import Graph, NodeSpec
 from bayesrad.model import HybridBN
@@ -140,6 +140,19 @@ def test_what_if_and_plots_for_categorical_and_survival(fit, tmp_path):
     assert waterfall(table, pid, which="mid").axes[0].get_xlabel().startswith("P(grade = mid)")
     with pytest.raises(ModelError, match="'nope'"):
         waterfall(table, pid, which="nope")
+
+
+def test_model_agnostic_pdp_of_a_class_and_of_survival(fit):
+    model, train, _ = fit
+    X = train["clinical"].iloc[:20]
+    high = explain_model(model, X, "pdp", feature="x1", target="grade", which="high",
+                         n_samples=30, grid_resolution=3)
+    assert np.all(np.diff(high["mean"]) > 0) and high["mean"].between(0, 1).all()
+    surv = explain_model(model, X, "pdp", feature="x2", target="os_days", horizon=400.0,
+                         n_samples=30, grid_resolution=3)
+    assert np.all(np.diff(surv["mean"]) < 0) and surv["mean"].between(0, 1).all()
+    with pytest.raises(ModelError, match="'top'"):
+        explain_model(model, X, "pdp", feature="x1", target="grade", which="top")
 
 
 def test_cli_explains_categorical_and_survival_targets(fit, tmp_path):
