@@ -143,12 +143,14 @@ def _design_for(model, data, patients) -> Design:
     if patients is None:
         return model.preprocessor_.transform(blocks)
     wanted = [patients] if isinstance(patients, (str, int)) else list(patients)
-    known = set().union(*(set(b.index) for b in blocks.values())) if blocks else set()
+    # the design keys patients by their id as text (Preprocessor.transform)
+    known = {str(i) for b in blocks.values() for i in b.index}
     for p in wanted:
-        if p not in known:
+        if str(p) not in known:
             raise CohortError(f"shapley: patient {p!r} is not in the data "
-                              f"({len(known)} patients, e.g. {sorted(map(str, known))[:3]})")
-    blocks = {k: v.loc[v.index.isin(wanted)] for k, v in blocks.items()}
+                              f"({len(known)} patients, e.g. {sorted(known)[:3]})")
+    wanted = [str(p) for p in wanted]
+    blocks = {k: v.loc[v.index.map(str).isin(wanted)] for k, v in blocks.items()}
     return model.preprocessor_.transform(blocks, patient_ids=pd.Index(wanted, name="patient_id"))
 
 
@@ -199,6 +201,9 @@ def shapley(model, data, target: str, nodes: Sequence[str] | None = None,
         raise ModelError(f"shapley: method {method!r} must be 'exact' or 'sampled'")
     what = quantities(model, target, horizon, survival_summary)
     design = _design_for(model, data, patients)
+    if patients is not None and not isinstance(data, Design):
+        patients = [str(p) for p in ([patients] if isinstance(patients, (str, int))
+                                     else patients)]
     rows = _patient_rows(design, patients)
     names, groups = _players(model, design, target, nodes)
     k = len(names)
