@@ -372,7 +372,9 @@ def harmonize(
 def explain(
     model_dir: Path = typer.Argument(..., help="A model folder written by `bayesrad fit`."),
     cohort_dir: Path = typer.Argument(..., help="Patients to explain."),
-    target: str = typer.Option(..., "--target", help="A binary, continuous or count node."),
+    target: str = typer.Option(..., "--target", help="An observed node: binary, continuous, "
+                               "count, categorical/ordinal (one explanation per class) or "
+                               "survival (S at --horizon and/or RMST)."),
     out: Path = typer.Option(..., "--out", help="Directory for contributions.csv, "
                              "sentences.txt and PNG figures."),
     patient: list[str] = typer.Option([], "--patient", help="A patient id (repeatable; "
@@ -382,11 +384,21 @@ def explain(
     method: str = typer.Option("auto", "--method", help="exact | sampled | auto (exact up "
                                "to 12 evidence nodes)."),
     n_samples: int = typer.Option(100, "--n-samples", min=10),
+    horizon: float = typer.Option(None, "--horizon", help="Survival target: the time (the "
+                                  "data's units, days) of S(t) / RMST; default the training "
+                                  "median follow-up."),
+    survival_summary: str = typer.Option("survival", "--survival-summary",
+                                         help="survival | rmst | both."),
+    encoder: str = typer.Option(None, "--encoder", help="The encoder of the deep block (folder "
+                                "or packaged name): image nodes then link to saliency maps "
+                                "(saliency_<node>_<patient>.png)."),
 ) -> None:
     """Shapley contributions of each patient's evidence (90% intervals), one sentence each,
-    a waterfall per patient and a cohort beeswarm."""
+    a waterfall per patient and a cohort beeswarm (a categorical target: the patient's most
+    probable class; every class is in contributions.csv)."""
     from bayesrad.data import Cohort
     from bayesrad.explain import sentence, shapley
+    from bayesrad.explain.images import link_saliency
     from bayesrad.explain.plots import beeswarm, waterfall
     from bayesrad.explain.shapley import MAX_EXACT, _players
     from bayesrad.model import HybridBN
@@ -401,10 +413,13 @@ def explain(
         chosen = method if method != "auto" else ("exact" if len(names) <= MAX_EXACT
                                                   else "sampled")
         table = shapley(model, design, target, nodes=names, method=chosen,
-                        n_samples=n_samples, patients=list(patient) or None)
+                        n_samples=n_samples, patients=list(patient) or None, horizon=horizon,
+                        survival_summary=survival_summary)
+        out.mkdir(parents=True, exist_ok=True)
+        if encoder:
+            table = link_saliency(table, model, cohort, encoder, out)
     except BayesradError as exc:
         _fail(exc)
-    out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "contributions.csv", index=False)
     lines = [f"{p}: {sentence(table, p, target)}" for p in table["patient"].unique()]
     (out / "sentences.txt").write_text("\n".join(lines) + "\n")
@@ -419,7 +434,9 @@ def explain(
     plt.close(fig)
     for line in lines[:5]:
         console.print(line)
-    console.print(f"{len(lines)} patients explained ({chosen}) -> {out}")
+    maps = int((table["saliency"] != "").sum()) if "saliency" in table else 0
+    console.print(f"{len(lines)} patients explained ({chosen})"
+                  + (f", {maps} saliency maps" if encoder else "") + f" -> {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

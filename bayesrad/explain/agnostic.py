@@ -16,13 +16,16 @@ from bayesrad.errors import ModelError
 METHODS = ("pdp", "ice", "ale", "shap", "lime")
 
 
-def predict_function(model, target: str | None = None, n_samples: int = 100
+def predict_function(model, target: str | None = None, n_samples: int = 100,
+                     which=None, horizon: float | None = None
                      ) -> Callable[[pd.DataFrame], np.ndarray]:
     """``f(X) -> (n,)`` predictions for a flat table ``X``.
 
     - a ``HybridBN`` (has ``preprocessor_``): ``X``'s columns are node or block columns; they
       are put back in their blocks and ``predict(..., target)["mean"]`` is returned
-      (``target`` required);
+      (``target`` required); a categorical/ordinal target gives P(target = ``which``)
+      (default its last level), a survival target S(``horizon``) (time units of the data,
+      default the training median follow-up);
     - an object with ``predict``: its ``mean`` column if it returns a DataFrame, else the
       array;
     - a callable: used as it is.
@@ -31,6 +34,18 @@ def predict_function(model, target: str | None = None, n_samples: int = 100
         if target is None:
             raise ModelError("predict_function: a HybridBN needs target=")
         stats = model.preprocessor_.stats_
+        kind = model.layout_.kind.get(target)
+        column = "mean"
+        if kind in ("categorical", "ordinal"):
+            levels = [str(v) for v in stats[target]["levels"]]
+            level = levels[-1] if which is None else str(which)
+            if level not in levels:
+                raise ModelError(f"predict_function: {which!r} is not a level of {target!r} "
+                                 f"({levels})")
+            column = f"P[{stats[target]['levels'][levels.index(level)]}]"
+        elif kind == "survival":
+            horizon = float(stats[target]["time_scale"] if horizon is None else horizon)
+            column = f"S@{horizon:g}"
 
         def f(X):
             X = pd.DataFrame(X).copy()
@@ -42,7 +57,9 @@ def predict_function(model, target: str | None = None, n_samples: int = 100
                     block = blocks.setdefault(st["block"], pd.DataFrame(index=X.index))
                     for c in cols:
                         block[c] = X[c]
-            return model.predict(blocks, target, n_samples=n_samples)["mean"].to_numpy()
+            times = [horizon] if kind == "survival" else None
+            return model.predict(blocks, target, n_samples=n_samples,
+                                 times=times)[column].to_numpy()
         return f
     if hasattr(model, "predict"):
         def f(X):
@@ -100,18 +117,20 @@ def ale(fn, X: pd.DataFrame, feature: str, n_bins: int = 10) -> pd.DataFrame:
 
 def explain_model(model, X: pd.DataFrame, method: str, feature: str | None = None,
                   target: str | None = None, rows=None, background: int = 50, seed: int = 0,
-                  n_samples: int = 100, **options) -> pd.DataFrame:
+                  n_samples: int = 100, which=None, horizon: float | None = None,
+                  **options) -> pd.DataFrame:
     """One interface to PDP, ICE, ALE, SHAP and LIME.
 
     ``method``: ``"pdp"``/``"ice"``/``"ale"`` (need ``feature``; return ``value`` and
     ``mean`` per grid point, ICE also ``row``), ``"shap"`` (``shap.KernelExplainer`` on
     ``background`` rows of ``X``, interventional; tidy ``row, feature, value``) or ``"lime"`` (``lime_tabular`` in regression mode; tidy ``row, feature,
     value`` with LIME's condition text in ``rule``). ``rows``: the rows of ``X`` to explain
-    (SHAP/LIME; default the first 10).
+    (SHAP/LIME; default the first 10). ``which`` / ``horizon``: the class of a categorical
+    HybridBN target / the time of a survival one (see ``predict_function``).
     """
     if method not in METHODS:
         raise ModelError(f"explain_model: method {method!r} is not one of {METHODS}")
-    fn = predict_function(model, target, n_samples=n_samples)
+    fn = predict_function(model, target, n_samples=n_samples, which=which, horizon=horizon)
     X = pd.DataFrame(X)
     if method in ("pdp", "ice", "ale"):
         if feature not in X.columns:

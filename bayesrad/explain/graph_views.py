@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bayesrad.errors import ModelError
+from bayesrad.explain._target import select
 from bayesrad.model.compile import Backend
 
 # intermediate node kinds through which an effect passes linearly (their value is their
@@ -87,16 +88,24 @@ def path_contributions(model, source: str, target: str, n_samples: int | None = 
 
 
 def sentence(contributions: pd.DataFrame, patient, target: str | None = None,
-             digits: int = 2) -> str:
+             digits: int = 2, which=None) -> str:
     """One plain-language sentence for ``patient`` from a ``shapley`` table, e.g.
     "P(local_control) 0.62 [0.48, 0.75]; dose_mean_gy pushes it up most (+0.09),
-    stage down most (-0.07)." (the bracket is the prediction's 90% credible interval)."""
+    stage down most (-0.07)." (the bracket is the prediction's 90% credible interval).
+
+    A categorical target speaks of one class (``which``: a level; default the patient's most
+    probable class, "P(stage = III) 0.55 [...]"), a survival target of its stated quantity
+    ("P(os_days > 730) 0.62 [...]"; ``which`` picks S or RMST when both were computed)."""
     rows = contributions[contributions["patient"] == patient]
     if rows.empty:
         raise ModelError(f"sentence: patient {patient!r} is not in the contributions table")
+    rows = select(rows, which, patient)
     first = rows.iloc[0]
     name = target or str(first.get("target", "target"))
-    label = f"P({name})" if first.get("kind", "binary") == "binary" else name
+    if "quantity" in rows:
+        label = str(first["quantity"])
+    else:
+        label = f"P({name})" if first.get("kind", "binary") == "binary" else name
     text = f"{label} {first['prediction']:.{digits}f}"
     if "prediction_q05" in rows:
         text += f" [{first['prediction_q05']:.{digits}f}, {first['prediction_q95']:.{digits}f}]"

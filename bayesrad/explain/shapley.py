@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from bayesrad.errors import CohortError, ModelError
+from bayesrad.explain._target import Quantities, draws, quantities
 from bayesrad.model.design import Design, blocks_of
 
 MAX_EXACT = 12
@@ -133,19 +134,46 @@ def _patient_rows(design: Design, patients) -> list[int]:
     return rows
 
 
+def _design_for(model, data, patients) -> Design:
+    """The design of ``data``, only the requested patients transformed (explaining one patient
+    of a large cohort should not pay for encoding all of them)."""
+    if isinstance(data, Design):
+        return data
+    blocks = blocks_of(data)
+    if patients is None:
+        return model.preprocessor_.transform(blocks)
+    wanted = [patients] if isinstance(patients, (str, int)) else list(patients)
+    # the design keys patients by their id as text (Preprocessor.transform)
+    known = {str(i) for b in blocks.values() for i in b.index}
+    for p in wanted:
+        if str(p) not in known:
+            raise CohortError(f"shapley: patient {p!r} is not in the data "
+                              f"({len(known)} patients, e.g. {sorted(known)[:3]})")
+    wanted = [str(p) for p in wanted]
+    blocks = {k: v.loc[v.index.map(str).isin(wanted)] for k, v in blocks.items()}
+    return model.preprocessor_.transform(blocks, patient_ids=pd.Index(wanted, name="patient_id"))
+
+
 def shapley(model, data, target: str, nodes: Sequence[str] | None = None,
             method: str = "exact", causal: bool = False, n_samples: int = 200, seed: int = 0,
-            patients=None, n_permutations: int = 64, n_particles: int = 32) -> pd.DataFrame:
+            patients=None, n_permutations: int = 64, n_particles: int = 32,
+            horizon: float | None = None, survival_summary: str = "survival") -> pd.DataFrame:
     """Shapley contributions of each patient's evidence to the posterior mean of ``target``.
 
     Parameters
     ----------
     model : a fitted ``HybridBN``.
     data : cohort, blocks or ``Design`` holding the patients.
-    target : a binary (P(target = 1)), continuous (original units) or count node.
+    target : the node explained, through the quantities of ``bayesrad.explain._target``:
+        binary P(target = 1); continuous or count its mean (original units); categorical or
+        ordinal P(target = level) for every level (one set of values per class, each with
+        its own efficiency); survival S(horizon) = P(T > horizon) and/or the restricted mean
+        survival time up to ``horizon`` (``survival_summary`` ``"survival"``, ``"rmst"`` or
+        ``"both"``), horizon in the survival column's time units (days), default the median
+        observed (follow-up) time of the training data.
     nodes : players: node names or block names (a block plays as one: all its nodes are
-        observed or hidden together). Default: every node observed for some patient that is
-        neither the target nor one of its descendants. Nodes that are not players are hidden
+        observed or hidden together). Default: every node observed for some patient explained
+        that is neither the target nor one of its descendants. Nodes that are not players are hidden
         in every coalition (the base value is the prediction with no evidence at all).
     method : ``"exact"`` (all 2**k coalitions, k <= 12, one batched model call per patient)
         or ``"sampled"`` (``n_permutations`` random orders; ``mc_se`` is the Monte Carlo
@@ -160,15 +188,22 @@ def shapley(model, data, target: str, nodes: Sequence[str] | None = None,
 
     Returns
     -------
-    DataFrame, one row per (patient, player): ``patient, node, value, q05, q95, mc_se,
-    base, prediction, prediction_q05, prediction_q95, target, kind``. ``value`` is the posterior mean contribution (target units),
-    ``q05``/``q95`` its 90% credible interval over the draws, ``base`` the prediction with no
-    evidence and ``prediction`` with all players' evidence; per patient ``value`` sums to
-    ``prediction - base`` (exactly, draw by draw).
+    DataFrame, one row per (patient, player[, class]): ``patient, node, value, q05, q95,
+    mc_se, base, prediction, prediction_q05, prediction_q95, target, kind, quantity`` (the
+    quantity explained, e.g. ``"P(stage = III)"``, ``"P(os_days > 730)"``), plus ``class``
+    for a categorical/ordinal target and ``horizon`` for a survival one. ``value`` is the
+    posterior mean contribution (the quantity's units), ``q05``/``q95`` its 90% credible
+    interval over the draws, ``base`` the prediction with no evidence and ``prediction`` with
+    all players' evidence; per patient and quantity ``value`` sums to ``prediction - base``
+    (exactly, draw by draw).
     """
     if method not in ("exact", "sampled"):
         raise ModelError(f"shapley: method {method!r} must be 'exact' or 'sampled'")
-    design = data if isinstance(data, Design) else model.preprocessor_.transform(blocks_of(data))
+    what = quantities(model, target, horizon, survival_summary)
+    design = _design_for(model, data, patients)
+    if patients is not None and not isinstance(data, Design):
+        patients = [str(p) for p in ([patients] if isinstance(patients, (str, int))
+                                     else patients)]
     rows = _patient_rows(design, patients)
     names, groups = _players(model, design, target, nodes)
     k = len(names)
@@ -191,40 +226,47 @@ def shapley(model, data, target: str, nodes: Sequence[str] | None = None,
             for t in range(1, k + 1):
                 coalitions[np.arange(n_permutations)[:, None], t, orders[:, :t]] = True
             coalitions = coalitions.reshape(-1, k)
-        values = _coalition_values(model, design, row, target, groups, coalitions, causal,
-                                   outsiders, n_samples, seed, n_particles)                   # (C, S)
+        values = _coalition_values(model, design, row, what, groups, coalitions, causal,
+                                   outsiders, n_samples, seed, n_particles)              # (C, S, K)
         if method == "exact":
-            phi = exact_from_values(values)                                       # (k, S)
-            mc = np.zeros(k)
-            base, full = values[0], values[-1]
+            phi = exact_from_values(values)                                       # (k, S, K)
+            mc = np.zeros((k, values.shape[-1]))
+            base, full = values[0], values[-1]                                    # (S, K)
         else:
-            v = values.reshape(n_permutations, k + 1, -1)
-            gains = np.diff(v, axis=1)                                            # (M, k, S)
+            v = values.reshape((n_permutations, k + 1) + values.shape[1:])
+            gains = np.diff(v, axis=1)                                            # (M, k, S, K)
             per_perm = np.empty_like(gains)
             per_perm[np.arange(n_permutations)[:, None], orders] = gains
             phi = per_perm.mean(0)
-            mc = per_perm.mean(2).std(0, ddof=1) / math.sqrt(n_permutations) if n_permutations > 1 \
-                else np.full(k, np.nan)
+            mc = (per_perm.mean(2).std(0, ddof=1) / math.sqrt(n_permutations)
+                  if n_permutations > 1 else np.full((k, values.shape[-1]), np.nan))
             base, full = v[0, 0], v[0, -1]
-        frames.append(pd.DataFrame({
-            "patient": design.patient_ids[row], "node": names, "value": phi.mean(1),
-            "q05": np.quantile(phi, 0.05, axis=1), "q95": np.quantile(phi, 0.95, axis=1),
-            "mc_se": mc, "base": float(base.mean()), "prediction": float(full.mean()),
-            "prediction_q05": float(np.quantile(full, 0.05)),
-            "prediction_q95": float(np.quantile(full, 0.95)),
-            "target": target, "kind": model.layout_.kind[target]}))
+        for j in range(values.shape[-1]):
+            frame = pd.DataFrame({
+                "patient": design.patient_ids[row], "node": names, "value": phi[:, :, j].mean(1),
+                "q05": np.quantile(phi[:, :, j], 0.05, axis=1),
+                "q95": np.quantile(phi[:, :, j], 0.95, axis=1),
+                "mc_se": mc[:, j], "base": float(base[:, j].mean()),
+                "prediction": float(full[:, j].mean()),
+                "prediction_q05": float(np.quantile(full[:, j], 0.05)),
+                "prediction_q95": float(np.quantile(full[:, j], 0.95)),
+                "target": target, "kind": what.kind, **what.columns(j)})
+            if "class" in frame:        # the class right after the node: tidy by (patient, node, class)
+                frame.insert(2, "class", frame.pop("class"))
+            frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
-def _coalition_values(model, design, row, target, groups, coalitions, causal, outsiders,
-                      n_samples, seed, n_particles) -> np.ndarray:
-    """(C, S) per-draw values of the C coalitions (rows of ``coalitions``, (C, k) bool)."""
+def _coalition_values(model, design, row, what: Quantities, groups, coalitions, causal,
+                      outsiders, n_samples, seed, n_particles) -> np.ndarray:
+    """(C, S, K) per-draw values of the K quantities for the C coalitions (rows of
+    ``coalitions``, (C, k) bool)."""
     if not causal:
-        # one design with a row per coalition, one batched model call
+        # one design with a row per coalition, one batched model call over the same draws
         rep = np.full(len(coalitions), row)
         coalition_design = _hide(design, rep, ~coalitions, groups)
-        return model.predict_draws(coalition_design, target, n_samples=n_samples, seed=seed,
-                                   ignore=outsiders, n_particles=n_particles).T
+        return draws(model, coalition_design, what, n_samples=n_samples, seed=seed,
+                     ignore=outsiders, n_particles=n_particles).transpose(1, 0, 2)
     single = design.take(np.array([row]))
     cache: dict[bytes, np.ndarray] = {}
     out = []
@@ -238,8 +280,7 @@ def _coalition_values(model, design, row, target, groups, coalitions, causal, ou
                     if value is not None:
                         do[node] = value
             hidden = outsiders + [n for j in np.flatnonzero(~c) for n in groups[j]]
-            cache[key] = model.predict_draws(single, target, n_samples=n_samples, seed=seed,
-                                             do=do or None, ignore=hidden,
-                                             n_particles=n_particles)[:, 0]
+            cache[key] = draws(model, single, what, n_samples=n_samples, seed=seed,
+                               do=do or None, ignore=hidden, n_particles=n_particles)[:, 0]
         out.append(cache[key])
     return np.stack(out)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bayesrad.errors import ModelError
+from bayesrad.explain._target import draws, quantities
 from bayesrad.model.design import Design, blocks_of
 
 
@@ -30,15 +31,19 @@ def default_grid(model, node: str, n_points: int = 11) -> np.ndarray:
 
 
 def what_if(model, data, target: str, node: str, grid=None, do: bool = False,
-            patients=None, n_samples: int = 200, seed: int = 0, n_particles: int = 16
-            ) -> pd.DataFrame:
+            patients=None, n_samples: int = 200, seed: int = 0, n_particles: int = 16,
+            horizon: float | None = None, survival_summary: str = "survival") -> pd.DataFrame:
     """ICE and PDP curves of ``target`` against ``node``.
 
     Returns a DataFrame with columns ``patient`` (a patient id, or ``"PDP"`` for the cohort
-    average), ``value`` (the node's value, original units), ``mean`` and ``q05``/``q95``
-    (90% band over posterior draws of the globals; the PDP's band is that of the cohort
-    average, draw by draw) and ``mode`` (``"observe"`` or ``"do"``). Target: binary
-    (P(target = 1)), continuous or count.
+    average), ``value`` (the node's value, original units), ``quantity`` (what ``mean``
+    is: ``"P(y)"`` for a binary target, the node's name for a continuous/count one,
+    ``"P(y = level)"`` per class of a categorical/ordinal one -- with a ``class`` column --,
+    ``"P(T > h)"`` and/or ``"RMST(T, h)"`` for a survival one at ``horizon`` (time units of
+    the data, default the training median follow-up; ``survival_summary`` as in
+    ``shapley``), with a ``horizon`` column), ``mean`` and ``q05``/``q95`` (90% band over
+    posterior draws of the globals; the PDP's band is that of the cohort average, draw by
+    draw) and ``mode`` (``"observe"`` or ``"do"``).
     """
     for name, role in ((target, "target"), (node, "node")):
         if name not in model.layout_.kind:
@@ -46,6 +51,7 @@ def what_if(model, data, target: str, node: str, grid=None, do: bool = False,
                              f"(nodes: {model.graph_.nodes})")
     if node == target:
         raise ModelError(f"what_if: node and target are both {node!r}")
+    what = quantities(model, target, horizon, survival_summary)
     design = data if isinstance(data, Design) else model.preprocessor_.transform(blocks_of(data))
     if patients is not None:
         ids = list(design.patient_ids)
@@ -57,21 +63,23 @@ def what_if(model, data, target: str, node: str, grid=None, do: bool = False,
     frames = []
     for value in grid:
         if do:
-            draws = model.predict_draws(design, target, n_samples=n_samples, seed=seed,
-                                        do={node: value}, n_particles=n_particles)
+            d = draws(model, design, what, n_samples=n_samples, seed=seed, do={node: value},
+                      n_particles=n_particles)
         else:
             # the value as evidence in every row (model scale, as HybridBN's do= converts it)
             set_design = design.take(np.arange(design.n))
             scaled = model._to_model_scale(node, value, design.n).numpy()
             set_design.values[node] = scaled.astype(design.values[node].dtype)
             set_design.observed[node] = np.ones(design.n, dtype=bool)
-            draws = model.predict_draws(set_design, target, n_samples=n_samples, seed=seed,
-                                        n_particles=n_particles)
-        curves = [draws, draws.mean(1, keepdims=True)]
+            d = draws(model, set_design, what, n_samples=n_samples, seed=seed,
+                      n_particles=n_particles)                                     # (S, n, K)
+        curves = [d, d.mean(1, keepdims=True)]
         names = [list(design.patient_ids), ["PDP"]]
-        for d, who in zip(curves, names):
-            frames.append(pd.DataFrame({
-                "patient": who, "value": [value] * len(who), "mean": d.mean(0),
-                "q05": np.quantile(d, 0.05, axis=0), "q95": np.quantile(d, 0.95, axis=0),
-                "mode": "do" if do else "observe"}))
+        for j in range(d.shape[-1]):
+            for c, who in zip(curves, names):
+                frames.append(pd.DataFrame({
+                    "patient": who, "value": [value] * len(who), **what.columns(j),
+                    "mean": c[..., j].mean(0), "q05": np.quantile(c[..., j], 0.05, axis=0),
+                    "q95": np.quantile(c[..., j], 0.95, axis=0),
+                    "mode": "do" if do else "observe"}))
     return pd.concat(frames, ignore_index=True)

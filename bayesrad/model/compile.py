@@ -486,7 +486,12 @@ def linear_predictor(layout: Layout, c: str, g: dict, enc: dict, codes: dict, be
     if f"{c}.intercept" in g:
         eta = eta + g[f"{c}.intercept"][..., None, :]
     for p in layout.parents[c]:
-        eta = eta + enc[p] @ layout.coef(g, c, p, be)
+        e, w = enc[p], layout.coef(g, c, p, be)
+        # a one-column encoding (continuous, binary, count, ordinal parent): the product is a
+        # broadcast multiplication, ~20x faster than torch's batched 1 x 1 matmul on
+        # (draws, particles, patients) arrays (an exact 12-node Shapley explanation spent a
+        # third of its time here); the same numbers
+        eta = eta + (e * w if e.shape[-1] == 1 else e @ w)
     if f"{c}.mlp_w1" in g:
         inputs = be.cat_broadcast([enc[p] for p in layout.parents[c]])
         hidden = be.xp.tanh(inputs @ g[f"{c}.mlp_w1"] + g[f"{c}.mlp_b1"][..., None, :])

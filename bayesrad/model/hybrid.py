@@ -476,14 +476,22 @@ class HybridBN(BaseEstimator):
 
     def predict_draws(self, data, target: str, n_samples: int | None = None,
                       do: Mapping | None = None, seed: int | None = None, ignore=(),
-                      n_particles: int | None = None) -> np.ndarray:
-        """Per-draw posterior means of ``target``: array (S, n), S = ``n_samples`` draws of
-        the globals, n patients of ``data`` (a cohort, blocks or a ``Design``).
+                      n_particles: int | None = None, horizon: float | None = None,
+                      summary: str = "survival") -> np.ndarray:
+        """Per-draw posterior means of ``target``: array (S, n) -- (S, n, K) for a categorical
+        or ordinal target -- S = ``n_samples`` draws of the globals, n patients of ``data`` (a
+        cohort, blocks or a ``Design``).
 
         Entry (s, i) is E[target | patient i's evidence, globals draw s] with the patient's
         unobserved nodes integrated over their importance-weighted particles; ``predict``'s
         ``mean`` is the average over s. Binary: P(target = 1); continuous: original units;
-        count: the count. The same ``(n_samples, seed)`` gives the same draws of the globals
+        count: the count; categorical / ordinal: P(target = level) for the K levels in the
+        preprocessor's order (``preprocessor_.stats_[target]["levels"]``); survival:
+        S(``horizon``) (``summary="survival"``) or the restricted mean survival time up to
+        ``horizon`` (``summary="rmst"``, in the survival column's time units, days by
+        bayesrad's convention), ``horizon`` in those units, default the median observed
+        (follow-up) time of the training data (``stats_[target]["time_scale"]``).
+        The same ``(n_samples, seed)`` gives the same draws of the globals
         for every call, so callers (``bayesrad.explain``) can compare answers under different
         evidence draw by draw. Per-row evidence differences are expressed in the design itself
         (a row with a value unobserved), so one call answers many evidence sets at once.
@@ -496,28 +504,47 @@ class HybridBN(BaseEstimator):
         """
         self._check_fitted()
         kind = self.layout_.kind.get(target)
-        if kind not in ("binary", "continuous", "count"):
-            raise ModelError(f"predict_draws: target {target!r} must be a binary, continuous or "
-                             f"count node of the graph (it is {kind}; nodes: {self.graph_.nodes})")
+        if kind not in ("binary", "continuous", "count", "categorical", "ordinal", "survival"):
+            raise ModelError(f"predict_draws: target {target!r} must be an observed node of the "
+                             f"graph (it is {kind}; nodes: {self.graph_.nodes})")
+        if summary not in ("survival", "rmst"):
+            raise ModelError(f"predict_draws: summary {summary!r} must be 'survival' (S at the "
+                             "horizon) or 'rmst' (restricted mean survival time)")
         n_samples = n_samples or self.n_samples
         st = self.preprocessor_.stats_[target]
+        if kind == "survival":
+            horizon = float(st["time_scale"] if horizon is None else horizon)
+            if not horizon > 0:
+                raise ModelError(f"predict_draws: horizon {horizon} for {target!r} must be a "
+                                 "positive time (the survival column's units)")
         out = []
         for chunk in self._particles(self._design(data), target, n_samples, do=do, seed=seed,
                                      ignore=ignore, common_noise=True,
                                      predict_particles=n_particles):
-            values = particles.flatten(chunk.values, chunk.shape, self.layout_)
+            # only the target's entries: flattening every node's particles copies them all
+            wanted = {target: chunk.values[target]} if target in chunk.values else {}
+            wanted["__eta__"] = {target: chunk.values["__eta__"][target]}
+            values = particles.flatten(wanted, chunk.shape, self.layout_)
+            eta = values["__eta__"][target]
             if kind == "binary":
-                v = torch.sigmoid(values["__eta__"][target][..., 0])
+                v = torch.sigmoid(eta[..., 0])
             elif kind == "continuous" and not self.layout_.graph.children(target):
                 # the conditional mean given the parents' particles: no noise of a drawn value
-                v = values["__eta__"][target][..., 0] * st["sd"] + st["mean"]
+                v = eta[..., 0] * st["sd"] + st["mean"]
             elif kind == "continuous":
                 v = values[target] * st["sd"] + st["mean"]
+            elif kind in ("categorical", "ordinal"):
+                v = node_dist(self.layout_, target, chunk.flat_g, eta, Backend("pyro")).probs
+            elif kind == "survival":
+                v = _weibull_summary(eta[..., 0].double().exp() * st["time_scale"],
+                                     chunk.flat_g[f"{target}.shape"][:, None].double(),
+                                     horizon, summary)
             else:
                 v = values[target].float()
             s, l, n = chunk.shape
             # weights sum to 1/S within each draw: rescale to a mean per draw
-            per_draw = (chunk.weights * v.double()).reshape(s, l, n).sum(1) * s
+            w = chunk.weights if v.dim() == 2 else chunk.weights[..., None]
+            per_draw = (w * v.double()).reshape((s, l, n) + tuple(v.shape[2:])).sum(1) * s
             out.append(per_draw.numpy())
         return np.concatenate(out, axis=1)
 
@@ -971,6 +998,17 @@ def _survival_table(median_days, survival_at, weights, index, times, time_scale:
             low, high = particles.weighted_quantiles(surv, weights, [0.05, 0.95])
             out[f"S@{t:g}_q05"], out[f"S@{t:g}_q95"] = low.numpy(), high.numpy()
     return pd.DataFrame(out, index=index)
+
+
+def _weibull_summary(scale, shape, horizon: float, summary: str) -> torch.Tensor:
+    """S(horizon) = exp(-(h / scale)^shape), or the restricted mean survival time up to h,
+    int_0^h S(t) dt = scale * Gamma(1 + 1/shape) * P(1/shape, (h / scale)^shape) (P the
+    regularised lower incomplete gamma), of Weibull times; ``scale`` in the horizon's units."""
+    z = (horizon / scale) ** shape
+    if summary == "survival":
+        return torch.exp(-z)
+    a = 1.0 / shape
+    return scale * torch.exp(torch.lgamma(1.0 + a)) * torch.special.gammainc(a.expand_as(z), z)
 
 
 @dataclass

@@ -293,9 +293,15 @@ def _fold(layout, c, g, enc, codes, d, do, folded, unknown, mean, prec):
         any_child = True
     if not any_child:
         return mean, prec, zero
-    cov = torch.linalg.inv(new_prec)
+    if new_prec.shape[-1] == 1:
+        # a scalar node (k = 1): inverse and log-determinant in closed form, several times
+        # faster than torch's batched linalg on (draws, particles, patients, 1, 1) arrays
+        cov = 1.0 / new_prec
+        log_det = torch.log(new_prec[..., 0, 0]) - torch.log(prec[..., 0, 0])
+    else:
+        cov = torch.linalg.inv(new_prec)
+        log_det = torch.logdet(new_prec) - torch.logdet(prec)
     new_mean = (cov * rhs[..., None, :]).sum(-1)
     fit_after = (rhs * new_mean).sum(-1)
-    log_det = torch.logdet(new_prec) - torch.logdet(prec)
     gain = const + 0.5 * (fit_after - fit_before) - 0.5 * log_det
     return new_mean, new_prec, gain
