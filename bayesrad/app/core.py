@@ -9,6 +9,7 @@ import datetime as _dt
 import html
 import io
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -24,6 +25,9 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#7f7f7f", "#bcbd22", "#17becf"]
 SEED = 0                      # every answer of the app is seeded: the same question, the same number
 SURVIVAL_POINTS = 25          # times of a survival curve, 0 to 3x the median observed time
+
+
+_QUERY_LOCK = threading.RLock()
 
 
 @dataclass
@@ -42,6 +46,10 @@ class AppState:
     n_samples: int | None = None
     model_dir: Any = None
     kinds: dict[str, str] = field(init=False)
+    # Dash serves callbacks from several threads (and a process may serve several apps over
+    # one model); a query forks and reseeds torch's global generator and sets the process's
+    # thread pools, so two at once would change each other's answers: one lock for all
+    lock: Any = field(init=False, repr=False, default_factory=lambda: _QUERY_LOCK)
 
     def __post_init__(self):
         m = self.model
@@ -360,17 +368,20 @@ def evidence_blocks(state: AppState, evidence: Mapping[str, Any], patient_id: st
     return blocks
 
 
-EXPLAINED_KINDS = ("binary", "continuous", "count")   # bayesrad.explain.shapley's targets
+# Explanations recompute with every what-if move while they are exact and cheap (at most this
+# many players: 2**10 coalitions, well under a second); beyond, 32 sampled orders cost a few
+# seconds on 20 nodes and are asked for with the Explain button.
+LIVE_PLAYERS = 10
 
 
-def explanation(state: AppState, evidence: Mapping[str, Any], patient: str | None = None
-                ) -> pd.DataFrame | str:
+def explanation(state: AppState, evidence: Mapping[str, Any], patient: str | None = None,
+                causal: bool = False) -> pd.DataFrame | str:
     """Shapley contributions of the evidence to the target's answer
-    (``bayesrad.explain.shapley``, exact up to 10 players, else 32 sampled orders: a few seconds on 20 nodes), sorted by
-    size; or a sentence saying why there is none."""
-    if state.kind not in EXPLAINED_KINDS:
-        return (f"explanations are computed for binary, continuous and count targets; "
-                f"{state.target} is {state.kind}")
+    (``bayesrad.explain.shapley``, exact up to ``LIVE_PLAYERS`` players, else 32 sampled
+    orders), sorted by size; ``causal``: the causal variant (coalitions by intervention, the
+    what-if's "do" mode). A categorical target is explained through its most probable class,
+    a survival one through S(t) at the training median follow-up. Or a sentence saying why
+    there is none."""
     ev = dict(state.latent_columns(patient))
     ev.update(evidence)
     if not ev:
@@ -382,12 +393,17 @@ def explanation(state: AppState, evidence: Mapping[str, Any], patient: str | Non
     n_players = len(evidence) + len(state.latents)
     try:
         table = shapley(state.model, evidence_blocks(state, ev), state.target,
-                        method="exact" if n_players <= 10 else "sampled",
-                        n_samples=state.n_samples or 200, seed=SEED, n_permutations=32)
+                        method="exact" if n_players <= LIVE_PLAYERS else "sampled",
+                        causal=causal, n_samples=state.n_samples or 200, seed=SEED,
+                        n_permutations=32)
     except BayesradError as exc:   # an explanation must never break the clinician's page
         return f"explanation failed: {exc}"
     if table.empty:
         return "no evidence set: nothing to explain"
+    if "quantity" in table and table["quantity"].nunique() > 1:
+        # one quantity per class: the most probable class's
+        best = table.groupby("quantity")["prediction"].first().idxmax()
+        table = table[table["quantity"] == best]
     return table.reindex(table["value"].abs().sort_values(ascending=False).index)
 
 
@@ -665,7 +681,8 @@ def report_html(state: AppState, evidence: Mapping[str, Any], patient: str | Non
     else:
         first = expl.iloc[0]
         sampled = bool((expl["mc_se"] > 0).any())
-        parts.append(f"<p>Shapley contributions to the answer: from {first['base']:.3g} with no "
+        what = first["quantity"] if "quantity" in expl else "the answer"
+        parts.append(f"<p>Shapley contributions to {esc(str(what))}: from {first['base']:.3g} with no "
                      f"evidence to {first['prediction']:.3g} with this evidence"
                      + (f" (32 sampled orders of the {len(expl)} nodes; Monte Carlo standard "
                         f"error up to {expl['mc_se'].max():.3f})" if sampled else "") + ".</p>"
@@ -777,7 +794,7 @@ def build_app(model: HybridBN, cohort=None, target: str | None = None,
     ``model_dir``: the directory it was loaded from, for the model card's versions."""
     import dash
     import dash_cytoscape as cyto
-    from dash import ALL, Input, Output, State, dcc, html as h
+    from dash import ALL, Input, Output, State, ctx, dcc, html as h
 
     state = AppState(model, cohort, target, n_samples, model_dir)
     app = dash.Dash(__name__, title="bayesrad")
@@ -904,29 +921,27 @@ def build_app(model: HybridBN, cohort=None, target: str | None = None,
                   Input("mode", "value"), State("whatif-node", "value"),
                   State("patient", "value"))
     def answer(values, value, mode, node, patient):
-        return answer_outputs(state, values, value, mode, node, patient)
+        with state.lock:
+            return answer_outputs(state, values, value, mode, node, patient)
 
     @app.callback(Output("cf-status", "children"), Output("cf-answer", "children"),
                   Output("cf-detail", "children"), Output("cf-message", "children"),
                   Output("cf-unit", "children"),
                   Input("patient", "value"), Input("cf-node", "value"), Input("cf-value", "value"))
     def counterfactual(patient, node, raw):
-        return counterfactual_outputs(state, patient, node, raw)
+        with state.lock:
+            return counterfactual_outputs(state, patient, node, raw)
 
-    # explanations are asked for with a button, not recomputed on every slider move (a Shapley
-    # computation costs many predictions)
+    # the explanation follows the what-if (its own callback, so the answer's latency is not
+    # its); with more than LIVE_PLAYERS players it waits for the Explain button
     @app.callback(Output("explanation", "children"), Input("explain", "n_clicks"),
-                  State({"type": "ev", "node": ALL}, "value"), State("patient", "value"),
-                  prevent_initial_call=True)
-    def explain(_, values, patient):
-        evidence, _errors = state.validate(dict(zip(state.inputs, values)))
-        expl = explanation(state, evidence, patient or None)
-        if isinstance(expl, str):
-            return expl
-        return h.Table([h.Tr([h.Th(c) for c in ("node", "contribution", "90% interval")])]
-                       + [h.Tr([h.Td(r.node), h.Td(f"{r.value:+.3f}"),
-                                h.Td(f"{r.q05:+.3f} to {r.q95:+.3f}")])
-                          for r in expl.head(8).itertuples()], id="explanation-table")
+                  Input({"type": "ev", "node": ALL}, "value"), Input("slider", "value"),
+                  Input("mode", "value"), State("whatif-node", "value"),
+                  State("patient", "value"), prevent_initial_call=True)
+    def explain(_, values, value, mode, node, patient):
+        with state.lock:
+            return explanation_outputs(state, values, value, mode, node, patient,
+                                       clicked=ctx.triggered_id == "explain")
 
     @app.callback(Output("download", "data"), Input("export", "n_clicks"),
                   State({"type": "ev", "node": ALL}, "value"), State("slider", "value"),
@@ -936,8 +951,9 @@ def build_app(model: HybridBN, cohort=None, target: str | None = None,
     def export(_, values, value, mode, node, patient, cf_node, cf_raw):
         evidence, _errors = state.validate(dict(zip(state.inputs, values)))
         cf_ok = bool(cf_node) and not state.validate({cf_node: cf_raw})[1] and cf_raw not in (None, "")
-        text = report_html(state, evidence, patient or None, node, value, mode,
-                           cf_node if cf_ok else None, float(cf_raw) if cf_ok else None)
+        with state.lock:
+            text = report_html(state, evidence, patient or None, node, value, mode,
+                               cf_node if cf_ok else None, float(cf_raw) if cf_ok else None)
         return {"content": text, "filename": f"bayesrad_report_{patient or 'blank'}.html"}
 
     return app
@@ -959,6 +975,35 @@ def answer_outputs(state: AppState, values, value, mode, node, patient):
     text, its picture (class bars / survival curve), message, warning, slider readout."""
     text, row, message, warning, shown = answer_callback(state, values, value, mode, node, patient)
     return text, detail_view(state, row, "whatif"), message, warning, shown
+
+
+def explanation_outputs(state: AppState, values, value, mode, node, patient, clicked=False):
+    """The explanation panel for the current what-if: the evidence plus the slider's node at
+    its value (``mode`` "do": the causal variant, coalitions by intervention). Recomputed on
+    every change while exact (at most ``LIVE_PLAYERS`` players); beyond, only on ``clicked``."""
+    from dash import html as h
+
+    evidence, errors = state.validate(dict(zip(state.inputs, values)))
+    if errors:
+        return "fix the evidence to see the explanation: " + "; ".join(errors)
+    if node and value is not None:
+        evidence = {**evidence, node: float(value)}
+    n_players = len(evidence) + len(state.latents)
+    if not clicked and n_players > LIVE_PLAYERS:
+        return (f"{n_players} pieces of evidence: the explanation samples orderings and takes "
+                "a few seconds; press Explain")
+    expl = explanation(state, evidence, patient or None, causal=mode == "do")
+    if isinstance(expl, str):
+        return expl
+    what = expl["quantity"].iloc[0] if "quantity" in expl else state.target
+    how = "as interventions (do)" if mode == "do" else "as observed"
+    caption = (f"Contributions to {what}, evidence taken {how}"
+               + (f", {node} = {float(value):g} {state.unit(node)}" if node and value is not None
+                  else ""))
+    return h.Div([h.P(caption, id="explanation-caption"), h.Table(
+        [h.Tr([h.Th(c) for c in ("node", "contribution", "90% interval")])]
+        + [h.Tr([h.Td(r.node), h.Td(f"{r.value:+.3f}"), h.Td(f"{r.q05:+.3f} to {r.q95:+.3f}")])
+           for r in expl.head(8).itertuples()], id="explanation-table")])
 
 
 def counterfactual_outputs(state: AppState, patient, node, raw):

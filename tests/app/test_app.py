@@ -89,6 +89,29 @@ def test_slider_answer_is_the_models_do_answer(served):
     assert "extrapolation" in page.inner_text("#warning")
 
 
+def test_explanation_follows_the_what_if(served):
+    """After the slider move above, the explanation panel shows bayesrad.explain's causal
+    Shapley values (the what-if is in "do" mode) for P003's evidence with the slider's dose."""
+    from bayesrad.app.core import SEED, evidence_blocks
+    from bayesrad.explain import shapley
+
+    model, state, page = served
+    page.wait_for_selector("#explanation-table", timeout=30000)
+    shown = float(page.inner_text("#whatif-value"))
+    page.wait_for_function("document.querySelector('#explanation-caption').innerText"
+                           f".includes('dose_mean_gy = {shown:g}')", timeout=30000)
+    evidence, _ = state.validate(state.patient_values("P003"))
+    evidence["dose_mean_gy"] = shown
+    expect = shapley(model, evidence_blocks(state, evidence), "local_control", method="exact",
+                     causal=True, n_samples=state.n_samples, seed=SEED)
+    rows = page.locator("#explanation-table tr").all_inner_texts()[1:]
+    shown_values = {r.split("\t")[0]: r.split("\t")[1] for r in rows}
+    assert set(shown_values) == set(expect["node"])
+    for r in expect.itertuples():
+        assert shown_values[r.node] == f"{r.value:+.3f}"
+    assert "as interventions (do)" in page.inner_text("#explanation-caption")
+
+
 def test_wrong_value_shows_a_message(served):
     _, state, page = served
     age = page.locator("input[id*='age_years']")

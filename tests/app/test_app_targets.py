@@ -168,7 +168,9 @@ def test_survival_report(apps, tmp_path):
     text = path.read_text()
     prediction = text[text.index("id='prediction-section'"):text.index("</div>", text.index("id='prediction-section'"))]
     assert "median os_days = " in prediction and "alt='survival curve'" in prediction
-    assert "explanations are computed for binary, continuous and count targets" in text
+    # the explanation is of S(t) at the training median follow-up (bayesrad.explain's default)
+    expl = text[text.index("<h2>Explanation</h2>"):text.index("<h2>", text.index("<h2>Explanation</h2>") + 5)]
+    assert "Shapley contributions to P(os_days &gt; " in expl and "dose_mean_gy" in expl
     assert "alt='what-if curve'" in text and "alt='network'" in text
     # the counterfactual set in the tab by the previous test
     assert "Had dose_mean_gy been 70 Gy: median os_days = " in text
