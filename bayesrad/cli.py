@@ -123,6 +123,8 @@ def pretrain(
     encoder: str = typer.Option("resnet", "--encoder", help="Backbone (see bayesrad.imaging.ENCODERS)."),
     steps: int = typer.Option(200, "--steps", min=1),
     size: int = typer.Option(32, "--size", min=8, help="Cube edge in voxels after resampling."),
+    checkpoint_every: int = typer.Option(50, "--checkpoint-every", min=1, help="Steps between checkpoints "
+                                         "(OUT/checkpoint.pt); an interrupted run given again resumes there."),
 ) -> None:
     """Self-supervised pretraining (masked-volume inpainting) of a 3D encoder on a cohort's images."""
     from bayesrad.data import Cohort
@@ -130,10 +132,12 @@ def pretrain(
 
     try:
         cohort = Cohort.from_directory(cohort_dir)
-        pretrain_encoder(cohort, out, modalities=tuple(m for m in modalities.split(",") if m), encoder=encoder,
-                         steps=steps, size=size)
+        result = pretrain_encoder(cohort, out, modalities=tuple(m for m in modalities.split(",") if m),
+                                  encoder=encoder, steps=steps, size=size, checkpoint_every=checkpoint_every)
     except BayesradError as exc:
         _fail(exc)
+    if result.resumed_from:
+        console.print(f"resumed from the checkpoint at step {result.resumed_from} of {steps}")
     console.print(f"encoder written to {out}")
 
 
@@ -213,9 +217,14 @@ def fit(
     try:
         model = HybridBN(Graph.from_yaml(graph_path), method=method, num_steps=num_steps, seed=seed, device=device,
                          progress=True).fit(_load_cohort(cohort_dir, features))
-        model.save(out)
+        model.save(out)  # atomic: an interruption leaves the model saved before at OUT whole
     except BayesradError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        kept = (f"the model saved before at {out} is unchanged" if out.exists()
+                else f"nothing was written to {out}")
+        console.print(f"[bold red]interrupted:[/] the fit stopped before it was saved; {kept}")
+        raise typer.Exit(code=130) from None
     console.print(f"fitted in {model.fit_time_s_:.1f} s on {model.device_}; saved to {out}")
 
 
