@@ -348,7 +348,7 @@ def _load_cohort(cohort_dir: Path, features: list[Path]):
     cohort, provenance = load_cohort(cohort_dir, features)
     for name, meta in provenance.items():
         console.print(f"block {name!r} from {meta['directory']} ({meta['step']}, settings {meta['settings_hash']}, "
-                      f"{meta['created']})")
+                      f"{meta['created']})" + (f": {meta['note']}" if meta.get("note") else ""))
     return cohort
 
 
@@ -511,6 +511,39 @@ def serve(
         _fail(exc)
     console.print(f"bayesrad app on http://{host}:{port}/")
     web.run(host=host, port=port, debug=False)
+
+
+@app.command()
+def genes(
+    cohort_dir: Path = typer.Argument(..., help="A cohort directory with expression counts (genes.h5ad)."),
+    out: Path = typer.Option(..., "--out", help="Features directory for gene_modules.csv, the membership "
+                             "and gene_modules.joblib."),
+    using: Path = typer.Option(None, "--using", help="A genes output whose fitted modules score these (new) "
+                               "patients instead of finding modules on them."),
+    n_top_genes: int = typer.Option(2000, "--n-top-genes", min=2, help="Highly variable genes clustered."),
+    n_modules: int = typer.Option(0, "--n-modules", min=0, help="Modules to cut the tree into (0: cut by "
+                                  "--min-correlation)."),
+    min_module_size: int = typer.Option(5, "--min-module-size", min=2),
+    min_correlation: float = typer.Option(0.3, "--min-correlation", help="Least mean |r| within a module."),
+    method: str = typer.Option("hierarchical", "--method", help="hierarchical | leiden"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Gene co-expression modules and their eigengenes: the `gene_modules` block (replaces `genes`)."""
+    from bayesrad.pipeline import gene_modules_block
+
+    _output(out, folder=True)
+    try:
+        cohort = _load_cohort(cohort_dir, [])
+        eigengenes, membership = gene_modules_block(
+            cohort, out, using=using, n_top_genes=n_top_genes, n_modules=n_modules or None,
+            min_module_size=min_module_size, min_mean_correlation=min_correlation, method=method,
+            random_state=seed)
+    except BayesradError as exc:
+        _fail(exc)
+    assigned = int((membership["module"] > 0).sum())
+    console.print(f"gene_modules: {eigengenes.shape[0]} patients x {eigengenes.shape[1]} eigengenes from "
+                  f"{assigned} genes in modules -> {out / 'gene_modules.csv'} "
+                  f"({'applied from ' + str(using) if using else 'fitted here'})")
 
 
 if __name__ == "__main__":  # pragma: no cover
