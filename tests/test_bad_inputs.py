@@ -607,3 +607,26 @@ def test_messages_show_plain_values_not_numpy_reprs(tmp_path):
     assert messages[-1] == "row 0: [3, 0.5, 'P7', True]"
     assert plain(values) == [3, 0.5, "P7", True] and plain_text("np.float64(nan)") == "nan"
     assert not [m for m in messages if "np." in m], messages
+
+
+def test_truncated_ct_lands_in_the_extraction_failures(tmp_path):
+    """Was read without complaint (0 failures, 92 of 107 features wrong): now the patient's CT
+    unit fails with an ImageError naming patient and file, and the other patient completes."""
+    import bayesrad
+    from bayesrad.features.extract import extract_cohort, radiomics_step
+
+    cohort = bayesrad.simulate("radiotherapy", n_patients=2, seed=7, missing=0.0, out=tmp_path / "c",
+                               image_size=16).cohort
+    images = cohort.images.copy()
+    ct = images[images["modality"] == "CT"].sort_values("patient_id")
+    victim, path = ct["patient_id"].iloc[0], Path(ct["path"].iloc[0])
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    settings = {"setting": {"binWidth": 25, "label": 1}, "imageType": {"Original": {}},
+                "featureClass": {"firstorder": None}}
+    result = extract_cohort(images, None, steps=[radiomics_step(settings=settings, modalities=("CT",))],
+                            progress=False)
+    failures = result.failures
+    assert list(failures["patient_id"]) == [victim] and list(failures["error"]) == ["ImageError"]
+    assert victim in failures["reason"].iloc[0] and path.name in failures["reason"].iloc[0]
+    assert result.blocks["radiomics"].loc[ct["patient_id"].iloc[1]].notna().all()
