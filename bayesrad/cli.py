@@ -73,7 +73,11 @@ def demo(
 
 
 @app.command()
-def summary(cohort_dir: Path = typer.Argument(..., help="A cohort directory.")) -> None:
+def summary(
+    cohort_dir: Path = typer.Argument(..., help="A cohort directory."),
+    check_images: bool = typer.Option(False, "--check-images", help="Open every image and mask in full "
+                                      "(truncated files, NaN voxels, empty masks); exit 2 on a problem."),
+) -> None:
     """Read a cohort directory, validate it and print its modalities and missingness."""
     from bayesrad.data import Cohort
 
@@ -82,6 +86,17 @@ def summary(cohort_dir: Path = typer.Argument(..., help="A cohort directory.")) 
     except BayesradError as exc:
         _fail(exc)
     print_cohort_summary(cohort, console)
+    if len(cohort.images) and not check_images:
+        console.print("images: files and headers checked, voxels not read (--check-images opens them all)")
+    elif len(cohort.images):
+        from bayesrad.data.readers import check_image_files
+
+        problems = check_image_files(cohort.images)
+        for row in problems.itertuples(index=False):
+            console.print(f"[bold red]image problem:[/] {row.error}: {_one_line(Exception(row.reason))}")
+        console.print(f"images: {len(cohort.images)} opened in full, {len(problems)} with a problem")
+        if len(problems):
+            raise typer.Exit(code=2)
 
 
 @app.command()

@@ -630,3 +630,35 @@ def test_truncated_ct_lands_in_the_extraction_failures(tmp_path):
     assert list(failures["patient_id"]) == [victim] and list(failures["error"]) == ["ImageError"]
     assert victim in failures["reason"].iloc[0] and path.name in failures["reason"].iloc[0]
     assert result.blocks["radiomics"].loc[ct["patient_id"].iloc[1]].notna().all()
+
+
+def test_summary_check_images_finds_what_a_header_check_cannot(tmp_path):
+    """A truncated CT and an empty mask pass the header check; ``--check-images`` opens
+    every file and names both (exit 2); without it, summary says voxels were not read."""
+    import SimpleITK as sitk
+    from typer.testing import CliRunner
+
+    import bayesrad
+    from bayesrad.cli import app
+
+    cohort = bayesrad.simulate("radiotherapy", n_patients=2, seed=8, missing=0.0, out=tmp_path / "c",
+                               image_size=16).cohort
+    rows = cohort.images.sort_values("patient_id")
+    ct = rows[rows["modality"] == "CT"].iloc[0]
+    raw = Path(ct["path"]).read_bytes()
+    Path(ct["path"]).write_bytes(raw[: len(raw) // 2])
+    pet = rows[(rows["modality"] == "PET") & (rows["patient_id"] != ct["patient_id"])].iloc[0]
+    mask = sitk.ReadImage(pet["mask_path"])
+    empty = sitk.Image(mask.GetSize(), mask.GetPixelID())
+    empty.CopyInformation(mask)
+    sitk.WriteImage(empty, pet["mask_path"])
+    quick = CliRunner().invoke(app, ["summary", str(tmp_path / "c")])
+    assert quick.exit_code == 0 and "voxels not read" in quick.output
+    full = CliRunner().invoke(app, ["summary", str(tmp_path / "c"), "--check-images"])
+    text = " ".join(full.output.split())
+    assert full.exit_code == 2, full.output
+    assert f"'{ct['patient_id']}'" in text and Path(ct["path"]).name in text
+    # every image row of the second patient that uses the emptied mask is named
+    emptied = int((rows["mask_path"] == pet["mask_path"]).sum())
+    assert f"'{pet['patient_id']}'" in text and "absent (labels present: [])" in text
+    assert f"{len(rows)} opened in full, {1 + emptied} with a problem" in text
