@@ -395,3 +395,56 @@ def describe_predictions(csv_path, predictions: pd.DataFrame, model, model_dir, 
     sidecar = Path(str(csv_path) + ".json")
     sidecar.write_text(json.dumps(meta, indent=2, default=str))
     return sidecar
+
+
+def gene_modules_block(cohort, out, using=None, **settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Gene co-expression modules (``features.genes.GeneModules``) of a cohort's ``genes``
+    block as a derived block (``bayesrad genes``).
+
+    Without ``using``: modules found on this cohort's patients (the training patients), the
+    fitted ``GeneModules`` saved as ``out/gene_modules.joblib`` and the genes' module
+    membership as ``out/gene_module_membership.csv``. With ``using`` (an earlier output
+    directory): its fitted modules score these (new) patients without refitting. Patients
+    without expression counts are left out of the block (the model marginalises them). The
+    eigengenes (patients x modules, ``genes_module<k>_eigengene``, unit variance in the training
+    patients) are registered as block ``gene_modules`` in ``out/features.yaml``, declared to
+    replace the raw ``genes`` block when read back with ``--features out``.
+    ``settings``: ``GeneModules`` parameters. Returns ``(eigengenes, membership)``.
+    """
+    import joblib
+
+    from bayesrad.data.derived import write_block
+    from bayesrad.errors import FeatureError
+    from bayesrad.features.genes import GeneModules
+
+    if "genes" not in cohort.blocks:
+        raise FeatureError(f"genes: the cohort has no 'genes' block (blocks: {sorted(cohort.blocks)}); it is read "
+                           "from genes.h5ad or a genes table of cohort.yaml (patients x genes, raw counts)")
+    counts = cohort.blocks["genes"].dropna(how="all")
+    if counts.empty:
+        raise FeatureError("genes: no patient has expression counts in the 'genes' block")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if using is not None:
+        path = Path(using) / "gene_modules.joblib"
+        if not path.is_file():
+            raise FeatureError(f"genes --using {using}: no fitted {path.name} there; run `bayesrad genes` on "
+                               "the training patients first")
+        modules = joblib.load(path)
+        missing = [g for g in modules.genes_ if g not in counts.columns]
+        if missing:
+            raise FeatureError(f"genes --using {using}: gene(s) {missing[:5]} of the fitted modules are not in "
+                               f"this cohort's genes block ({len(missing)} in all); give the same gene panel")
+    else:
+        modules = GeneModules(**settings).fit(counts)
+        joblib.dump(modules, out / "gene_modules.joblib")
+    eigengenes = modules.transform(counts)
+    membership = modules.membership_
+    tmp = out / ".gene_module_membership.csv.tmp"
+    membership.to_csv(tmp)
+    tmp.replace(out / "gene_module_membership.csv")
+    write_block(out, "gene_modules", eigengenes, step="genes" + ("/apply" if using is not None else "/fit"),
+                settings=modules.get_params(), replaces=["genes"], n_modules=int(modules.n_modules_),
+                n_genes_clustered=int(len(modules.genes_)),
+                model=str((Path(using) if using is not None else out) / "gene_modules.joblib"))
+    return eigengenes, membership
