@@ -514,6 +514,8 @@ def _one_line(exc: BaseException) -> str:
 def serve(
     model_dir: Path = typer.Argument(..., help="A fitted model directory (HybridBN.save)."),
     cohort: Path = typer.Option(None, "--cohort", help="A cohort directory: its patients to choose from."),
+    features: list[Path] = typer.Option([], "--features", help="Features directories holding the "
+                                        "cohort's derived blocks (from extract, embed, genes); repeatable."),
     port: int = typer.Option(8050, help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", help="Interface; anything but loopback exposes patient data."),
     target: str = typer.Option(None, help="Node to predict (default: the last binary node)."),
@@ -536,8 +538,10 @@ def serve(
         model = HybridBN.load(model_dir)
         data = None
         if cohort is not None:
-            from bayesrad.data.cohort import Cohort
-            data = Cohort.from_directory(cohort)
+            data = _load_cohort(cohort, features)
+        elif features:
+            from bayesrad.errors import CohortError
+            raise CohortError("--features needs --cohort: the features belong to a cohort's patients")
         web = build_app(model, data, target, model_dir=model_dir)
     except BayesradError as exc:
         _fail(exc)

@@ -132,6 +132,7 @@ def run_demo(out: Path, n_patients: int = 240, seed: int = 0, console=None, boot
 def _extract_features(cohort, out: Path, n_jobs: int, console):
     """Radiomics + dosimetry from the images, gene modules from counts, deep block from the encoder."""
     from bayesrad.features.extract import dosimetry_step, extract_cohort, radiomics_step
+    from bayesrad.data.derived import write_block
     from bayesrad.features.genes import extract_gene_modules
 
     steps = [radiomics_step(settings=DEMO_RADIOMICS, modalities=("CT", "PET")), dosimetry_step()]
@@ -155,6 +156,10 @@ def _extract_features(cohort, out: Path, n_jobs: int, console):
         eigengenes, membership = extract_gene_modules(cohort)
         membership.to_csv(out / "features" / "gene_module_membership.csv")
         cohort = cohort.with_block("gene_modules", eigengenes)
+        # registered beside the extracted blocks, so --features DIR gives the CLI and the app
+        # (make serve) the blocks this model was fitted on
+        write_block(out / "features", "gene_modules", eigengenes, step="genes/fit",
+                    settings={"source": "genes"}, replaces=["genes"])
         console.print(f"gene modules: {eigengenes.shape[1]} eigengenes from {cohort.blocks['genes'].shape[1]} genes")
         cohort = cohort.drop_block("genes")
     from bayesrad.errors import BayesradError
@@ -167,6 +172,8 @@ def _extract_features(cohort, out: Path, n_jobs: int, console):
     if encoder is not None:
         deep = embed_cohort(cohort, encoder, pca_dim=8)
         cohort = cohort.with_block("deep", deep)
+        write_block(out / "features", "deep", deep, step="embed",
+                    settings={"encoder": DEMO_ENCODER, "pca_dim": 8})
         console.print(f"deep block: {deep.shape[1]} embedding components for {deep.shape[0]} patients")
     else:
         console.print(f"[yellow]no packaged encoder {DEMO_ENCODER!r}; the deep block is skipped[/]")
