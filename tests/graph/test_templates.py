@@ -10,7 +10,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from bayesrad.data.simulate import simulate
@@ -116,7 +115,6 @@ def test_card_explains_every_tier_and_sign_prior(name):
 def fitted():
     from bayesrad.model import HybridBN
 
-    torch.set_num_threads(1)
     out = {}
     for name in NAMES:
         scenario = templates.SCENARIO_OF[name]
@@ -165,6 +163,9 @@ def test_sign_prior_holds_in_the_posterior_of_a_strong_true_effect(fitted, name)
     sign = templates.load(name).edge_prior(parent, child)["sign"]
     true = truth.parameters["coef"][key]
     assert (true > 0) == (sign == "positive")
+    # the template's sign reached the compiled model: a half-normal coefficient
+    site = next(site for site in model.layout_.sites if site.name == f"{child}.coef.{parent}")
+    assert site.support == "positive" and site.prior[0] == "HalfNormal"
     row = model.coefficients(400).loc[(parent, child)]
     # the constrained coefficient keeps its side, and the data put it well away from zero
     # (not pressed against the half-normal's boundary) and near the true effect
