@@ -40,7 +40,7 @@ demo: $(STAMP)
 
 serve: $(STAMP)
 	test -f $(DEMO_OUT)/model/meta.json || $(VENV)/bin/bayesrad demo --out $(DEMO_OUT)
-	$(VENV)/bin/bayesrad serve $(DEMO_OUT)/model
+	$(VENV)/bin/bayesrad serve $(DEMO_OUT)/model --cohort $(DEMO_OUT)/cohort --features $(DEMO_OUT)/features
 
 test: $(STAMP)
 	# the app's browser tests need chromium: install it where apt-get can (they skip otherwise)

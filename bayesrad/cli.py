@@ -73,7 +73,11 @@ def demo(
 
 
 @app.command()
-def summary(cohort_dir: Path = typer.Argument(..., help="A cohort directory.")) -> None:
+def summary(
+    cohort_dir: Path = typer.Argument(..., help="A cohort directory."),
+    check_images: bool = typer.Option(False, "--check-images", help="Open every image and mask in full "
+                                      "(truncated files, NaN voxels, empty masks); exit 2 on a problem."),
+) -> None:
     """Read a cohort directory, validate it and print its modalities and missingness."""
     from bayesrad.data import Cohort
 
@@ -82,6 +86,17 @@ def summary(cohort_dir: Path = typer.Argument(..., help="A cohort directory.")) 
     except BayesradError as exc:
         _fail(exc)
     print_cohort_summary(cohort, console)
+    if len(cohort.images) and not check_images:
+        console.print("images: files and headers checked, voxels not read (--check-images opens them all)")
+    elif len(cohort.images):
+        from bayesrad.data.readers import check_image_files
+
+        problems = check_image_files(cohort.images)
+        for row in problems.itertuples(index=False):
+            console.print(f"[bold red]image problem:[/] {row.error}: {_one_line(Exception(row.reason))}")
+        console.print(f"images: {len(cohort.images)} opened in full, {len(problems)} with a problem")
+        if len(problems):
+            raise typer.Exit(code=2)
 
 
 @app.command()
@@ -123,6 +138,8 @@ def pretrain(
     encoder: str = typer.Option("resnet", "--encoder", help="Backbone (see bayesrad.imaging.ENCODERS)."),
     steps: int = typer.Option(200, "--steps", min=1),
     size: int = typer.Option(32, "--size", min=8, help="Cube edge in voxels after resampling."),
+    checkpoint_every: int = typer.Option(50, "--checkpoint-every", min=1, help="Steps between checkpoints "
+                                         "(OUT/checkpoint.pt); an interrupted run given again resumes there."),
 ) -> None:
     """Self-supervised pretraining (masked-volume inpainting) of a 3D encoder on a cohort's images."""
     from bayesrad.data import Cohort
@@ -130,10 +147,12 @@ def pretrain(
 
     try:
         cohort = Cohort.from_directory(cohort_dir)
-        pretrain_encoder(cohort, out, modalities=tuple(m for m in modalities.split(",") if m), encoder=encoder,
-                         steps=steps, size=size)
+        result = pretrain_encoder(cohort, out, modalities=tuple(m for m in modalities.split(",") if m),
+                                  encoder=encoder, steps=steps, size=size, checkpoint_every=checkpoint_every)
     except BayesradError as exc:
         _fail(exc)
+    if result.resumed_from:
+        console.print(f"resumed from the checkpoint at step {result.resumed_from} of {steps}")
     console.print(f"encoder written to {out}")
 
 
@@ -213,9 +232,14 @@ def fit(
     try:
         model = HybridBN(Graph.from_yaml(graph_path), method=method, num_steps=num_steps, seed=seed, device=device,
                          progress=True).fit(_load_cohort(cohort_dir, features))
-        model.save(out)
+        model.save(out)  # atomic: an interruption leaves the model saved before at OUT whole
     except BayesradError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        kept = (f"the model saved before at {out} is unchanged" if out.exists()
+                else f"nothing was written to {out}")
+        console.print(f"[bold red]interrupted:[/] the fit stopped before it was saved; {kept}")
+        raise typer.Exit(code=130) from None
     console.print(f"fitted in {model.fit_time_s_:.1f} s on {model.device_}; saved to {out}")
 
 
@@ -339,7 +363,7 @@ def _load_cohort(cohort_dir: Path, features: list[Path]):
     cohort, provenance = load_cohort(cohort_dir, features)
     for name, meta in provenance.items():
         console.print(f"block {name!r} from {meta['directory']} ({meta['step']}, settings {meta['settings_hash']}, "
-                      f"{meta['created']})")
+                      f"{meta['created']})" + (f": {meta['note']}" if meta.get("note") else ""))
     return cohort
 
 
@@ -490,6 +514,8 @@ def _one_line(exc: BaseException) -> str:
 def serve(
     model_dir: Path = typer.Argument(..., help="A fitted model directory (HybridBN.save)."),
     cohort: Path = typer.Option(None, "--cohort", help="A cohort directory: its patients to choose from."),
+    features: list[Path] = typer.Option([], "--features", help="Features directories holding the "
+                                        "cohort's derived blocks (from extract, embed, genes); repeatable."),
     port: int = typer.Option(8050, help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", help="Interface; anything but loopback exposes patient data."),
     target: str = typer.Option(None, help="Node to predict (default: the last binary node)."),
@@ -512,13 +538,48 @@ def serve(
         model = HybridBN.load(model_dir)
         data = None
         if cohort is not None:
-            from bayesrad.data.cohort import Cohort
-            data = Cohort.from_directory(cohort)
+            data = _load_cohort(cohort, features)
+        elif features:
+            from bayesrad.errors import CohortError
+            raise CohortError("--features needs --cohort: the features belong to a cohort's patients")
         web = build_app(model, data, target, model_dir=model_dir)
     except BayesradError as exc:
         _fail(exc)
     console.print(f"bayesrad app on http://{host}:{port}/")
     web.run(host=host, port=port, debug=False)
+
+
+@app.command()
+def genes(
+    cohort_dir: Path = typer.Argument(..., help="A cohort directory with expression counts (genes.h5ad)."),
+    out: Path = typer.Option(..., "--out", help="Features directory for gene_modules.csv, the membership "
+                             "and gene_modules.joblib."),
+    using: Path = typer.Option(None, "--using", help="A genes output whose fitted modules score these (new) "
+                               "patients instead of finding modules on them."),
+    n_top_genes: int = typer.Option(2000, "--n-top-genes", min=2, help="Highly variable genes clustered."),
+    n_modules: int = typer.Option(0, "--n-modules", min=0, help="Modules to cut the tree into (0: cut by "
+                                  "--min-correlation)."),
+    min_module_size: int = typer.Option(5, "--min-module-size", min=2),
+    min_correlation: float = typer.Option(0.3, "--min-correlation", help="Least mean |r| within a module."),
+    method: str = typer.Option("hierarchical", "--method", help="hierarchical | leiden"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Gene co-expression modules and their eigengenes: the `gene_modules` block (replaces `genes`)."""
+    from bayesrad.pipeline import gene_modules_block
+
+    _output(out, folder=True)
+    try:
+        cohort = _load_cohort(cohort_dir, [])
+        eigengenes, membership = gene_modules_block(
+            cohort, out, using=using, n_top_genes=n_top_genes, n_modules=n_modules or None,
+            min_module_size=min_module_size, min_mean_correlation=min_correlation, method=method,
+            random_state=seed)
+    except BayesradError as exc:
+        _fail(exc)
+    assigned = int((membership["module"] > 0).sum())
+    console.print(f"gene_modules: {eigengenes.shape[0]} patients x {eigengenes.shape[1]} eigengenes from "
+                  f"{assigned} genes in modules -> {out / 'gene_modules.csv'} "
+                  f"({'applied from ' + str(using) if using else 'fitted here'})")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,9 +6,44 @@ message always names the culprit (patient, column, file or node) and the fix.
 
 from __future__ import annotations
 
+import re
+
+# numpy >= 2 writes scalars as ``np.int64(0)``, ``np.float64(1.5)``, ``np.str_('a')``,
+# ``np.True_``: in a message that tells a user nothing (issue 17: "row np.int64(0)").
+_NUMPY_SCALAR = re.compile(
+    r"\bnp\.(?:u?int\d*|float\d*|longlong|longdouble|double|complex\d*|str_|bytes_|datetime64|timedelta64)"
+    r"\(((?:[^()]|\([^()]*\))*)\)")
+_NUMPY_BOOL = re.compile(r"\bnp\.(True|False)_")
+
+
+def plain(value):
+    """``value`` as plain Python, for a message: a numpy scalar becomes its Python value; a
+    list, tuple, set, array or pandas Index becomes a list of plain values (recursively)."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()
+    if isinstance(value, (list, tuple, set, frozenset)) or (
+            hasattr(value, "tolist") and getattr(value, "ndim", 0) >= 1):
+        return [plain(v) for v in (value.tolist() if hasattr(value, "tolist") else value)]
+    return value
+
+
+def plain_text(message: str) -> str:
+    """``message`` with numpy scalar reprs (``np.int64(0)``, ``np.float64(inf)``,
+    ``np.str_('a')``, ``np.True_``) written as plain Python ones (``0``, ``inf``, ``'a'``, ``True``)."""
+    return _NUMPY_BOOL.sub(r"\1", _NUMPY_SCALAR.sub(r"\1", message))
+
 
 class BayesradError(Exception):
-    """Base class of all bayesrad errors."""
+    """Base class of all bayesrad errors.
+
+    A message built from numpy values reads as plain Python (``row 0``, not
+    ``row np.int64(0)``): the sources convert with :func:`plain`, and this class rewrites any
+    numpy scalar repr left in the message (:func:`plain_text`)."""
+
+    def __init__(self, *args):
+        if args and isinstance(args[0], str):
+            args = (plain_text(args[0]), *args[1:])
+        super().__init__(*args)
 
 
 class CohortError(BayesradError, ValueError):

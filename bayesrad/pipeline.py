@@ -132,6 +132,7 @@ def run_demo(out: Path, n_patients: int = 240, seed: int = 0, console=None, boot
 def _extract_features(cohort, out: Path, n_jobs: int, console):
     """Radiomics + dosimetry from the images, gene modules from counts, deep block from the encoder."""
     from bayesrad.features.extract import dosimetry_step, extract_cohort, radiomics_step
+    from bayesrad.data.derived import write_block
     from bayesrad.features.genes import extract_gene_modules
 
     steps = [radiomics_step(settings=DEMO_RADIOMICS, modalities=("CT", "PET")), dosimetry_step()]
@@ -155,6 +156,10 @@ def _extract_features(cohort, out: Path, n_jobs: int, console):
         eigengenes, membership = extract_gene_modules(cohort)
         membership.to_csv(out / "features" / "gene_module_membership.csv")
         cohort = cohort.with_block("gene_modules", eigengenes)
+        # registered beside the extracted blocks, so --features DIR gives the CLI and the app
+        # (make serve) the blocks this model was fitted on
+        write_block(out / "features", "gene_modules", eigengenes, step="genes/fit",
+                    settings={"source": "genes"}, replaces=["genes"])
         console.print(f"gene modules: {eigengenes.shape[1]} eigengenes from {cohort.blocks['genes'].shape[1]} genes")
         cohort = cohort.drop_block("genes")
     from bayesrad.errors import BayesradError
@@ -167,6 +172,8 @@ def _extract_features(cohort, out: Path, n_jobs: int, console):
     if encoder is not None:
         deep = embed_cohort(cohort, encoder, pca_dim=8)
         cohort = cohort.with_block("deep", deep)
+        write_block(out / "features", "deep", deep, step="embed",
+                    settings={"encoder": DEMO_ENCODER, "pca_dim": 8})
         console.print(f"deep block: {deep.shape[1]} embedding components for {deep.shape[0]} patients")
     else:
         console.print(f"[yellow]no packaged encoder {DEMO_ENCODER!r}; the deep block is skipped[/]")
@@ -395,3 +402,56 @@ def describe_predictions(csv_path, predictions: pd.DataFrame, model, model_dir, 
     sidecar = Path(str(csv_path) + ".json")
     sidecar.write_text(json.dumps(meta, indent=2, default=str))
     return sidecar
+
+
+def gene_modules_block(cohort, out, using=None, **settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Gene co-expression modules (``features.genes.GeneModules``) of a cohort's ``genes``
+    block as a derived block (``bayesrad genes``).
+
+    Without ``using``: modules found on this cohort's patients (the training patients), the
+    fitted ``GeneModules`` saved as ``out/gene_modules.joblib`` and the genes' module
+    membership as ``out/gene_module_membership.csv``. With ``using`` (an earlier output
+    directory): its fitted modules score these (new) patients without refitting. Patients
+    without expression counts are left out of the block (the model marginalises them). The
+    eigengenes (patients x modules, ``genes_module<k>_eigengene``, unit variance in the training
+    patients) are registered as block ``gene_modules`` in ``out/features.yaml``, declared to
+    replace the raw ``genes`` block when read back with ``--features out``.
+    ``settings``: ``GeneModules`` parameters. Returns ``(eigengenes, membership)``.
+    """
+    import joblib
+
+    from bayesrad.data.derived import write_block
+    from bayesrad.errors import FeatureError
+    from bayesrad.features.genes import GeneModules
+
+    if "genes" not in cohort.blocks:
+        raise FeatureError(f"genes: the cohort has no 'genes' block (blocks: {sorted(cohort.blocks)}); it is read "
+                           "from genes.h5ad or a genes table of cohort.yaml (patients x genes, raw counts)")
+    counts = cohort.blocks["genes"].dropna(how="all")
+    if counts.empty:
+        raise FeatureError("genes: no patient has expression counts in the 'genes' block")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if using is not None:
+        path = Path(using) / "gene_modules.joblib"
+        if not path.is_file():
+            raise FeatureError(f"genes --using {using}: no fitted {path.name} there; run `bayesrad genes` on "
+                               "the training patients first")
+        modules = joblib.load(path)
+        missing = [g for g in modules.genes_ if g not in counts.columns]
+        if missing:
+            raise FeatureError(f"genes --using {using}: gene(s) {missing[:5]} of the fitted modules are not in "
+                               f"this cohort's genes block ({len(missing)} in all); give the same gene panel")
+    else:
+        modules = GeneModules(**settings).fit(counts)
+        joblib.dump(modules, out / "gene_modules.joblib")
+    eigengenes = modules.transform(counts)
+    membership = modules.membership_
+    tmp = out / ".gene_module_membership.csv.tmp"
+    membership.to_csv(tmp)
+    tmp.replace(out / "gene_module_membership.csv")
+    write_block(out, "gene_modules", eigengenes, step="genes" + ("/apply" if using is not None else "/fit"),
+                settings=modules.get_params(), replaces=["genes"], n_modules=int(modules.n_modules_),
+                n_genes_clustered=int(len(modules.genes_)),
+                model=str((Path(using) if using is not None else out) / "gene_modules.joblib"))
+    return eigengenes, membership

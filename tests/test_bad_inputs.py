@@ -476,3 +476,189 @@ def test_cli_output_path_of_the_wrong_kind_is_refused_before_any_work(tmp_path):
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "model"), str(tmp_path),
                                       "--target", "y", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "is a folder" in " ".join(result.output.split())
+
+
+# ----------------------------------------------------------------- issue 17, the rest of its list
+def test_learn_structure_on_an_all_continuous_table_with_a_missing_value():
+    """Was ``ValueError: No objects to concatenate``: now imputed, every node in the graph."""
+    from bayesrad.graph.structure import learn_structure
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=60)
+    frame = pd.DataFrame({"a": a, "b": 2 * a + rng.normal(0, 0.3, 60), "c": rng.normal(size=60)})
+    frame.iloc[5, 1] = np.nan
+    graph = learn_structure(frame)
+    assert sorted(graph.nodes) == ["a", "b", "c"]
+    assert ("a", "b") in graph.edges or ("b", "a") in graph.edges
+
+
+@pytest.mark.parametrize("method", ["hill_climb", "pc"])
+def test_learn_structure_refuses_a_duplicated_column(method):
+    from bayesrad.graph.structure import learn_structure
+
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(30, 3)), columns=["x", "y", "x"])
+    with pytest.raises(GraphError, match="'x'"):
+        learn_structure(frame, method=method)
+
+
+def test_target_inside_its_feature_block_is_not_its_own_parent():
+    """A one-CSV cohort: the target sits among 12 radiomics columns; it becomes the target
+    node and the block's latent node summarises the other 12 columns only."""
+    rng = np.random.default_rng(0)
+    ids = pd.Index([f"P{i}" for i in range(40)], name="patient_id")
+    frame = pd.DataFrame(rng.normal(size=(40, 12)), columns=[f"f{i}" for i in range(12)], index=ids)
+    frame["response"] = (rng.random(40) < 0.5).astype(float)
+    graph = Graph.default({"radiomics": frame}, "response")
+    assert graph.spec("response").kind == "binary"
+    latent = [n for n in graph.nodes if graph.spec(n).kind == "latent"]
+    assert len(latent) == 1 and "response" not in graph.spec(latent[0]).columns
+    assert graph.parents("response") == latent
+
+
+def test_unpaired_survival_target_is_refused():
+    rng = np.random.default_rng(0)
+    ids = pd.Index([f"P{i}" for i in range(30)], name="patient_id")
+    blocks = {"clinical": pd.DataFrame({"age": rng.normal(60, 9, 30)}, index=ids),
+              "outcome": pd.DataFrame({"os_days": rng.exponential(500, 30)}, index=ids)}
+    with pytest.raises(GraphError) as info:
+        Graph.default(blocks, "os_days")
+    assert "'os_days'" in str(info.value) and "os_days_event" in str(info.value)
+
+
+def test_unconverged_fit_warns_with_the_budget():
+    from bayesrad.errors import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match="num_steps=12"):
+        HybridBN(_graph(), **{**SMALL, "num_steps": 12}).fit(_blocks(30))
+
+
+# ----------------------------------------------------------------- perfectly collinear columns
+def _collinear_blocks():
+    rng = np.random.default_rng(3)
+    ids = pd.Index([f"P{i:02d}" for i in range(40)], name="patient_id")
+    age = rng.normal(60, 8, 40)
+    dose = rng.normal(66, 4, 40)
+    clinical = pd.DataFrame({"age": age, "age_again": age, "dose_gy": dose,
+                             "site": rng.choice(["lung", "head", "neck"], 40)}, index=ids)
+    clinical["site_code"] = clinical["site"].map({"lung": "L", "head": "H", "neck": "N"})
+    plan = pd.DataFrame({"dose_cgy": 100 * dose + 20}, index=ids)
+    return {"clinical": clinical, "plan": plan}
+
+
+def test_collinear_columns_warn_naming_both():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_node_table(_collinear_blocks())
+    messages = [str(w.message) for w in caught if "perfectly collinear" in str(w.message)]
+    assert len(messages) == 3, messages
+    copy, linear, levels = (next(m for m in messages if key in m) for key in ("'age_again'", "'dose_cgy'",
+                                                                               "'site_code'"))
+    assert "'age'" in copy and "age_again = age " in copy
+    assert "'dose_gy' (block 'clinical')" in linear and "'dose_cgy' (block 'plan')" in linear
+    assert "dose_cgy = 100 * dose_gy + 20" in linear
+    assert "'site'" in levels
+
+
+def test_collinear_columns_warn_when_learning_from_a_frame():
+    from bayesrad.graph.structure import learn_structure
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=50)
+    frame = pd.DataFrame({"x": x, "x_scaled": 3 * x - 1, "y": x + rng.normal(size=50)})
+    with pytest.warns(UserWarning, match=r"'x' and 'x_scaled' are perfectly collinear"):
+        learn_structure(frame)
+
+
+def test_nearly_collinear_columns_do_not_warn():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    frame = pd.DataFrame({"x": x, "y": x + rng.normal(0, 1e-3, 200), "z": rng.normal(size=200)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table_from_frame(frame)
+
+
+# ----------------------------------------------------------------- messages in plain Python
+def test_messages_show_plain_values_not_numpy_reprs(tmp_path):
+    """numpy 2 writes ``np.int64(0)`` / ``np.float64(inf)``; messages must read ``0`` / ``inf``."""
+    from bayesrad.errors import plain, plain_text
+    from bayesrad.graph.preparation import prepare_table
+    from bayesrad.model.design import _codes
+
+    messages = []
+    frame = pd.DataFrame({"a": pd.Categorical([None, "u", "v", "u", "v", "u"]), "b": np.arange(6.0)})
+    with pytest.raises(GraphError) as info:  # a RangeIndex: the row is np.int64(0)
+        prepare_table(frame)
+    messages.append(str(info.value))
+    assert "row 0" in messages[-1]
+    _write(tmp_path / "c", {"clinical.csv": "patient_id,dose\nP1,70\nP2,inf\nP3,60\nP4,61.5\n"})
+    with pytest.raises(SchemaError) as info:
+        Cohort.from_directory(tmp_path / "c")
+    messages.append(str(info.value))
+    assert "patient 'P2' (inf)" in messages[-1]
+    column = pd.Series([1, 2, 7], index=pd.RangeIndex(3))
+    with pytest.raises(ModelError) as info:
+        _codes(column, [1, 2], "grade", "clinical")
+    messages.append(str(info.value))
+    assert "patient 2 has level 7" in messages[-1] and "[1, 2]" in messages[-1]
+    # and the error classes write any numpy scalar left in a message as plain Python
+    values = [np.int64(3), np.float64(0.5), np.str_("P7"), np.True_]
+    messages.append(str(CohortError(f"row {np.int64(0)!r}: {values}")))
+    assert messages[-1] == "row 0: [3, 0.5, 'P7', True]"
+    assert plain(values) == [3, 0.5, "P7", True] and plain_text("np.float64(nan)") == "nan"
+    assert not [m for m in messages if "np." in m], messages
+
+
+def test_truncated_ct_lands_in_the_extraction_failures(tmp_path):
+    """Was read without complaint (0 failures, 92 of 107 features wrong): now the patient's CT
+    unit fails with an ImageError naming patient and file, and the other patient completes."""
+    import bayesrad
+    from bayesrad.features.extract import extract_cohort, radiomics_step
+
+    cohort = bayesrad.simulate("radiotherapy", n_patients=2, seed=7, missing=0.0, out=tmp_path / "c",
+                               image_size=16).cohort
+    images = cohort.images.copy()
+    ct = images[images["modality"] == "CT"].sort_values("patient_id")
+    victim, path = ct["patient_id"].iloc[0], Path(ct["path"].iloc[0])
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    settings = {"setting": {"binWidth": 25, "label": 1}, "imageType": {"Original": {}},
+                "featureClass": {"firstorder": None}}
+    result = extract_cohort(images, None, steps=[radiomics_step(settings=settings, modalities=("CT",))],
+                            progress=False)
+    failures = result.failures
+    assert list(failures["patient_id"]) == [victim] and list(failures["error"]) == ["ImageError"]
+    assert victim in failures["reason"].iloc[0] and path.name in failures["reason"].iloc[0]
+    assert result.blocks["radiomics"].loc[ct["patient_id"].iloc[1]].notna().all()
+
+
+def test_summary_check_images_finds_what_a_header_check_cannot(tmp_path):
+    """A truncated CT and an empty mask pass the header check; ``--check-images`` opens
+    every file and names both (exit 2); without it, summary says voxels were not read."""
+    import SimpleITK as sitk
+    from typer.testing import CliRunner
+
+    import bayesrad
+    from bayesrad.cli import app
+
+    cohort = bayesrad.simulate("radiotherapy", n_patients=2, seed=8, missing=0.0, out=tmp_path / "c",
+                               image_size=16).cohort
+    rows = cohort.images.sort_values("patient_id")
+    ct = rows[rows["modality"] == "CT"].iloc[0]
+    raw = Path(ct["path"]).read_bytes()
+    Path(ct["path"]).write_bytes(raw[: len(raw) // 2])
+    pet = rows[(rows["modality"] == "PET") & (rows["patient_id"] != ct["patient_id"])].iloc[0]
+    mask = sitk.ReadImage(pet["mask_path"])
+    empty = sitk.Image(mask.GetSize(), mask.GetPixelID())
+    empty.CopyInformation(mask)
+    sitk.WriteImage(empty, pet["mask_path"])
+    quick = CliRunner().invoke(app, ["summary", str(tmp_path / "c")])
+    assert quick.exit_code == 0 and "voxels not read" in quick.output
+    full = CliRunner().invoke(app, ["summary", str(tmp_path / "c"), "--check-images"])
+    text = " ".join(full.output.split())
+    assert full.exit_code == 2, full.output
+    assert f"'{ct['patient_id']}'" in text and Path(ct["path"]).name in text
+    # every image row of the second patient that uses the emptied mask is named
+    emptied = int((rows["mask_path"] == pet["mask_path"]).sum())
+    assert f"'{pet['patient_id']}'" in text and "absent (labels present: [])" in text
+    assert f"{len(rows)} opened in full, {1 + emptied} with a problem" in text

@@ -1,6 +1,7 @@
 """The command line on a cohort folder, as a pipeline user runs it: simulate -> summary ->
-extract -> embed -> harmonize -> structure -> fit -> predict, the derived blocks flowing into the
-model through ``--features`` directories (features.yaml), and the outputs describing themselves."""
+extract -> genes -> embed -> harmonize -> structure -> fit -> predict -> evaluate, the derived
+blocks flowing into the model through ``--features`` directories (features.yaml), and the
+outputs describing themselves."""
 
 from __future__ import annotations
 
@@ -28,22 +29,26 @@ def chain(tmp_path_factory):
     """The whole chain once, on 30 patients with 24-voxel images and 150 SVI steps."""
     tmp = tmp_path_factory.mktemp("chain")
     cohort_dir, feats, deep, harm = tmp / "cohort", tmp / "features", tmp / "deep", tmp / "harmonized"
+    modules = tmp / "modules"
     out = _run("simulate", "radiotherapy", "--out", cohort_dir, "--n-patients", 30, "--seed", 3,
                "--image-size", 24)
     assert "30 patients" in out and (cohort_dir / "manifest.csv").exists()
     assert "clinical" in _run("summary", cohort_dir)
     _run("extract", cohort_dir, "--out", feats, "--steps", "radiomics", "--no-progress")
+    genes_out = _run("genes", cohort_dir, "--out", modules, "--n-top-genes", 150, "--n-modules", 3)
     _run("embed", cohort_dir, "--encoder", "encoder_small", "--out", deep, "--pca-dim", 2)
     _run("harmonize", cohort_dir, "--features", feats, "--blocks", "radiomics", "--batch", "centre",
          "--out", harm)
-    features = ["--features", feats, "--features", deep, "--features", harm]
+    features = ["--features", feats, "--features", modules, "--features", deep, "--features", harm]
     graph = tmp / "graph.yaml"
     _run("structure", cohort_dir, *features, "--out", graph)
     _run("fit", cohort_dir, *features, "--graph", graph, "--out", tmp / "model", "--num-steps", 150)
     _run("predict", tmp / "model", cohort_dir, *features, "--target", "local_control", "--out",
          tmp / "pred.csv")
+    _run("evaluate", cohort_dir, *features, "--target", "local_control", "--models", "l2", "--cv", "2x1",
+         "--n-boot", 50, "--out", tmp / "evaluation")
     return {"tmp": tmp, "cohort": cohort_dir, "features": features, "feats": feats, "deep": deep,
-            "harm": harm, "model": HybridBN.load(tmp / "model")}
+            "harm": harm, "modules": modules, "model": HybridBN.load(tmp / "model"), "genes_out": genes_out}
 
 
 def test_extracted_and_embedded_blocks_are_nodes_of_the_fitted_graph(chain):
@@ -60,6 +65,32 @@ def test_extracted_and_embedded_blocks_are_nodes_of_the_fitted_graph(chain):
     # the harmonised block, not the raw one, reached the model
     harmonised = pd.read_csv(chain["harm"] / "radiomics.csv", index_col=0)
     assert not harmonised[radiomics_columns].equals(extracted.loc[harmonised.index, radiomics_columns])
+
+
+def test_gene_modules_are_a_block_of_the_chain(chain):
+    """`bayesrad genes` writes the eigengene block, which replaces the raw counts in the model."""
+    model, graph = chain["model"], chain["model"].graph_
+    eigengenes = pd.read_csv(chain["modules"] / "gene_modules.csv", index_col=0)
+    entry = yaml.safe_load((chain["modules"] / "features.yaml").read_text())["blocks"]["gene_modules"]
+    assert entry["step"] == "genes/fit" and entry["replaces"] == ["genes"] and entry["n_modules"] >= 2
+    assert list(eigengenes.columns) == [f"genes_module{k}_eigengene" for k in range(1, entry["n_modules"] + 1)]
+    assert f"{entry['n_modules']} eigengenes" in " ".join(chain["genes_out"].split())
+    # each eigengene is a node of the fitted graph; the raw counts are not
+    assert set(eigengenes.columns) <= set(graph.nodes) and "genes" not in graph.nodes
+    assert {graph.spec(c).block for c in eigengenes.columns} == {"gene_modules"}
+    # eigengenes have unit (sample) variance over the patients they were fitted on
+    assert ((eigengenes.std(ddof=1) - 1).abs() < 1e-6).all()
+    # new patients are scored with the fitted modules, not refitted
+    _run("genes", chain["cohort"], "--using", chain["modules"], "--out", chain["tmp"] / "modules_applied")
+    applied = pd.read_csv(chain["tmp"] / "modules_applied" / "gene_modules.csv", index_col=0)
+    pd.testing.assert_frame_equal(applied, eigengenes, rtol=1e-8)
+
+
+def test_evaluate_closes_the_chain(chain):
+    metrics = json.loads((chain["tmp"] / "evaluation" / "metrics.json").read_text())
+    text = json.dumps(metrics)
+    assert "l2" in text and "auc" in text
+    assert (chain["tmp"] / "evaluation" / "report.html").stat().st_size > 1000
 
 
 def test_every_derived_block_carries_its_provenance(chain):

@@ -30,3 +30,17 @@ def test_demo_pipeline_end_to_end(tmp_path):
     assert ((predictions["q05"] <= predictions["mean"]) & (predictions["mean"] <= predictions["q95"])).all()
     text = log.getvalue()
     assert "Spearman correlation" in text and "fitted in" in text
+    # the features directory holds every derived block the model was fitted on, so the CLI and
+    # the app (`make serve --features`) read the cohort the model knows
+    from bayesrad.data.derived import load_cohort
+
+    cohort, provenance = load_cohort(tmp_path / "cohort", [tmp_path / "features"])
+    model = result["model"]
+    needed = {model.graph_.spec(n).block for n in model.graph_.nodes}
+    assert needed <= set(cohort.blocks), needed - set(cohort.blocks)
+    assert {"gene_modules", "deep", "radiomics"} <= set(provenance) and "genes" not in cohort.blocks
+    # the planned dose table stays the model's dose nodes; the recomputed DVH sits beside it
+    assert "dose_mean_gy" in cohort.blocks["dosimetry"] and "dvh" in cohort.blocks
+    pd.testing.assert_frame_equal(cohort.blocks["deep"].loc[result["cohort"].blocks["deep"].index],
+                                  result["cohort"].blocks["deep"], check_exact=False, atol=1e-9,
+                                  check_names=False, check_index_type=False)

@@ -8,6 +8,13 @@ each one, its settings, a hash of those settings and the date (UTC). ``structure
 the cohort directory's own blocks, then every registered block of every directory in order (a
 block of the same name replaces the earlier one, e.g. extracted radiomics replace a pre-made
 radiomics table).
+
+Two register fields change that: ``replaces`` (blocks a derived block supersedes, e.g. the gene
+module eigengenes replace the raw ``genes`` counts, which are then dropped) and ``rename_to`` (a
+block that is *not* the same quantity as a same-named block of the cohort: the DVH that
+``extract`` recomputes from the dose grids is added beside the planned ``dosimetry`` table as
+``dvh`` rather than silently replacing the planned dose metrics). A derived column named like a
+column of another block is refused: two nodes of one name cannot be told apart.
 """
 
 from __future__ import annotations
@@ -51,7 +58,8 @@ def write_block(features_dir: str | os.PathLike, name: str, frame: pd.DataFrame,
                 settings: Mapping | None = None, **extra) -> Path:
     """Write ``frame`` (patients x columns) as ``<name>.csv`` in ``features_dir`` and register
     it in ``features.yaml`` with its provenance (``step``, ``settings``, their hash, the UTC
-    date, the shape and any ``extra`` JSON-serialisable fields). Returns the CSV path."""
+    date, the shape and any ``extra`` JSON-serialisable fields; ``replaces=[blocks]`` and
+    ``rename_to=name`` are read by :func:`load_cohort`). Returns the CSV path."""
     root = Path(features_dir)
     root.mkdir(parents=True, exist_ok=True)
     frame = frame.copy()
@@ -103,27 +111,77 @@ def load_cohort(cohort_dir: str | os.PathLike, features: Iterable[str | os.PathL
                 drop: Iterable[str] = ()):
     """The cohort of ``cohort_dir`` with the derived blocks of each ``features`` directory added.
 
-    Blocks are added in order; one named like an existing block replaces it. A derived block's
-    patients outside the cohort are left out (a features directory may cover a larger cohort,
-    e.g. training and new patients). ``drop``: blocks removed afterwards (e.g. raw ``genes``
-    once their module eigengenes are a block). Returns ``(cohort, provenance)`` where
-    ``provenance`` is ``{block: register entry + "directory"}`` for the derived blocks.
+    Blocks are added in order; one named like an existing block replaces it, unless its
+    register entry has ``rename_to`` and the existing block is one of the cohort directory's
+    own (then it is added under that name; a clash there too is refused). Blocks named in an
+    entry's ``replaces`` are dropped. A derived block's patients outside the cohort are left out
+    (a features directory may cover a larger cohort, e.g. training and new patients). ``drop``:
+    blocks removed afterwards. Returns ``(cohort, provenance)`` where ``provenance`` is
+    ``{block: register entry + "directory"}`` for the derived blocks (``"note"`` says when one
+    was renamed or replaced another).
+
+    Raises ``CohortError`` when a derived block has a column named like a column of another
+    block (the graph could not tell the two nodes apart).
     """
     from bayesrad.data.cohort import Cohort
 
     cohort = Cohort.from_directory(cohort_dir)
+    own = set(cohort.blocks)
+    blocks = dict(cohort.blocks)
+    schema = {b: dict(s) for b, s in cohort.schema.items()}  # the cohort's own (declared or inferred) types
     provenance: dict[str, dict] = {}
     ids = pd.Index([str(p) for p in cohort.patient_ids])
     for directory in features:
         register = read_register(directory)
         for name, frame in read_blocks(directory).items():
+            entry = {**register[name], "directory": str(directory)}
             frame = frame.loc[frame.index.isin(ids)]
-            cohort = cohort.with_block(name, frame)
-            provenance[name] = {**register[name], "directory": str(directory)}
+            target = name
+            rename_to = entry.get("rename_to")
+            if rename_to and name in own and name not in provenance:
+                if rename_to in blocks:
+                    raise CohortError(
+                        f"block {name!r} of {str(directory)!r} ({entry.get('step')}) is not the cohort's own "
+                        f"{name!r} block and would be added as {rename_to!r}, but the cohort has a "
+                        f"{rename_to!r} block too; rename one of the cohort's blocks")
+                target = rename_to
+                entry["note"] = (f"added as {rename_to!r}: the cohort's own {name!r} block "
+                                 f"({', '.join(map(str, blocks[name].columns[:4]))}...) is kept")
+            elif name in blocks:
+                entry["note"] = f"replaces the {name!r} block read before"
+            for replaced in entry.get("replaces") or ():
+                if replaced in blocks and replaced != target:
+                    del blocks[replaced]
+                    schema.pop(replaced, None)
+                    provenance.pop(replaced, None)
+                    entry["note"] = (entry.get("note", "") + f"; replaces {replaced!r}").lstrip("; ")
+            blocks[target] = frame
+            schema.pop(target, None)  # a derived block's types are inferred from its own values
+            provenance[target] = entry
     for name in drop:
-        if name in cohort.blocks:
-            cohort = cohort.drop_block(name)
+        blocks.pop(name, None)
+        schema.pop(name, None)
+        provenance.pop(name, None)
+    if provenance or set(blocks) != own:
+        # one construction (every block validated once), not one per added block
+        cohort = Cohort(blocks, cohort.images, schema, patient_ids=cohort.patient_ids, name=cohort.name,
+                        check_images="none")
+    _refuse_shared_columns(cohort, provenance)
     return cohort, provenance
+
+
+def _refuse_shared_columns(cohort, provenance: Mapping[str, Mapping]) -> None:
+    """A derived block's column that another block also has is refused, naming both blocks."""
+    holder: dict[str, str] = {}
+    for block, frame in cohort.blocks.items():
+        for column in frame.columns:
+            first = holder.setdefault(str(column), block)
+            if first != block and (block in provenance or first in provenance):
+                derived = block if block in provenance else first
+                raise CohortError(
+                    f"column {column!r} is in block {first!r} and in block {block!r} (derived block "
+                    f"{derived!r} from {provenance[derived]['directory']!r}); one name cannot be two "
+                    "nodes: rename the column in one of them, or leave that features directory out")
 
 
 __all__ = ["FEATURES_FILE", "settings_hash", "read_register", "write_block", "read_blocks", "load_cohort"]

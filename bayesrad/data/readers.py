@@ -238,6 +238,7 @@ def resample_to(image: sitk.Image, reference: sitk.Image, interpolator: str = "l
 
 __all__ = [
     "Geometry",
+    "check_image_files",
     "read_image",
     "read_geometry",
     "read_mask",
@@ -246,3 +247,31 @@ __all__ = [
     "image_to_array",
     "resample_to",
 ]
+
+
+def check_image_files(images) -> "pd.DataFrame":
+    """Open every image and mask of an images table (``Cohort.images``) in full, as extraction
+    will: what a header check cannot see (a truncated or corrupt file, NaN/inf voxels, an empty
+    mask or an absent label) is found before a long run (``bayesrad summary --check-images``).
+
+    Returns one row per problem: ``patient_id, modality, file, error, reason`` (empty when
+    every file reads). Nothing is raised: every file is checked.
+    """
+    import pandas as pd
+
+    from bayesrad.errors import BayesradError
+
+    problems = []
+    for row in images.itertuples(index=False):
+        checks = [(row.path, lambda r: read_image(r.path, r.patient_id))]
+        if getattr(row, "mask_path", ""):
+            checks.append((row.mask_path, lambda r: read_mask(r.mask_path, read_geometry(r.path, r.patient_id),
+                                                             r.mask_labels or None, r.patient_id)))
+        for path, check in checks:
+            try:
+                check(row)
+            except BayesradError as exc:
+                problems.append({"patient_id": row.patient_id, "modality": row.modality, "file": str(path),
+                                 "error": type(exc).__name__, "reason": str(exc)})
+                break  # the mask of an unreadable image tells nothing more
+    return pd.DataFrame(problems, columns=["patient_id", "modality", "file", "error", "reason"])

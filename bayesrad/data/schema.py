@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayesrad.errors import SchemaError
+from bayesrad.errors import SchemaError, plain
 
 KINDS = ("continuous", "binary", "categorical", "ordinal", "count", "survival", "event", "label")
 NUMERIC_KINDS = ("continuous", "binary", "count", "survival", "event")
@@ -213,7 +213,7 @@ def validate_block(frame: pd.DataFrame, schema: dict[str, ColumnType], block: st
 
 def _first_offender(mask: pd.Series, series: pd.Series) -> str:
     idx = mask[mask].index[:3]
-    return ", ".join(f"patient {pid!r} ({series.loc[pid]!r})" for pid in idx)
+    return ", ".join(f"patient {plain(pid)!r} ({plain(series.loc[pid])!r})" for pid in idx)
 
 
 def _validate_column(series: pd.Series, ctype: ColumnType, block: str, col: str) -> pd.Series:

@@ -415,8 +415,11 @@ def _write_outputs(out: Path, result: ExtractionResult) -> None:
 
     for name, block in result.blocks.items():
         # registered in features.yaml, so that `--features DIR` reads it back as a cohort block
+        # The DVH recomputed from the dose grids is not the planned dose table a cohort may
+        # already hold under the same name: read back beside it, as `dvh` (derived.load_cohort).
+        clash = {"rename_to": "dvh"} if name == "dosimetry" else {}
         write_block(out, name, block, step=f"extract/{name}", settings=result.provenance.get(name, {}),
-                    n_failures=int((result.failures["step"] == name).sum()))
+                    n_failures=int((result.failures["step"] == name).sum()), **clash)
     _atomic_write_text(out / "failures.csv", result.failures.to_csv(index=False))
     meta = {"steps": result.provenance, "pyradiomics_version": radiomics.__version__,
             "n_units": result.n_units, "n_cached": result.n_cached, "n_computed": result.n_computed,

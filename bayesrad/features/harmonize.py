@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from bayesrad.errors import FeatureError, NotFittedError
+from bayesrad.errors import FeatureError, NotFittedError, plain
 
 # neuroHarmonize's own name for the batch column.
 _SITE = "SITE"
@@ -156,7 +156,7 @@ class ComBatHarmonizer(BaseEstimator):
             raise FeatureError(f"column(s) {absent} not in the table (columns: {list(df.columns)[:10]}...); fix batch_col/covariates")
         if df[self.batch_col].isna().any():
             patient = df.index[df[self.batch_col].isna()][0]
-            raise FeatureError(f"patient {patient!r} has no batch in column {self.batch_col!r}; fill it or drop the patient")
+            raise FeatureError(f"patient {plain(patient)!r} has no batch in column {self.batch_col!r}; fill it or drop the patient")
         unknown_smooth = [term for term in self.smooth_terms if term not in self.covariates]
         if unknown_smooth:
             raise FeatureError(f"smooth_terms {unknown_smooth} must also be listed in covariates")
@@ -207,7 +207,7 @@ class ComBatHarmonizer(BaseEstimator):
                 numeric = pd.to_numeric(df[column], errors="coerce")
                 if numeric.isna().any():
                     patient = df.index[numeric.isna()][0]
-                    raise FeatureError(f"patient {patient!r}: covariate {column!r} is missing or not numeric; fill it")
+                    raise FeatureError(f"patient {plain(patient)!r}: covariate {column!r} is missing or not numeric; fill it")
                 covars[column] = numeric.to_numpy(dtype=float)
         return data, covars.reset_index(drop=True)
 

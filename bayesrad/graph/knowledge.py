@@ -40,7 +40,7 @@ DEFAULT_BLOCK_TIERS: dict[str, tuple[str, ...]] = {
     "demographics": ("demographics", "demography"),
     "disease": ("clinical", "pathology", "tumour", "tumor", "staging", "radiomics", "deep",
                 "imaging", "kinetics", "genes", "expression", "gene_modules"),
-    "treatment": ("treatment", "dosimetry", "dose", "therapy"),
+    "treatment": ("treatment", "dosimetry", "dose", "dvh", "therapy"),
     "outcome": ("outcome", "outcomes", "response", "survival"),
 }
 

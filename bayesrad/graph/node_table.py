@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bayesrad.errors import CohortError, GraphError
+from bayesrad.errors import CohortError, GraphError, plain
 from bayesrad.graph.graph import Graph, NodeSpec
 
 SUMMARY_BLOCKS = ("radiomics", "deep", "genes", "expression")
@@ -140,7 +140,59 @@ def table_from_frame(frame: pd.DataFrame, blocks: Mapping[str, str] | None = Non
         data[name] = pd.Categorical(series, categories=levels)
         specs[name] = NodeSpec(name, "binary" if len(levels) == 2 else "categorical",
                                block=block, levels=levels)
+    warn_collinear(data, specs)
     return NodeTable(data=data, specs=specs)
+
+
+def collinear_pairs(data: pd.DataFrame, min_rows: int = 3, tol: float = 1e-9
+                    ) -> list[tuple[str, str, str]]:
+    """Pairs of columns of ``data`` (patients x columns) that are the same information twice.
+
+    Numeric columns: ``|r| >= 1 - tol`` over the patients with both values (at least
+    ``min_rows`` of them, neither column constant there): one is an exact linear function of
+    the other, an exact copy included. Categorical columns: each level of one is exactly one
+    level of the other (a copy up to renamed levels). Returns ``[(a, b, how)]``, ``how`` a short
+    description (``"b = 2 * a + 3"``, ``"each level of a is one level of b"``), in column order.
+    """
+    out: list[tuple[str, str, str]] = []
+    numeric = [c for c in data.columns if pd.api.types.is_numeric_dtype(data[c])
+               and not pd.api.types.is_bool_dtype(data[c])]
+    if len(numeric) > 1:
+        values = data[numeric].astype(float)
+        corr = values.corr(min_periods=min_rows).to_numpy()
+        # why by hand: pandas gives no "exactly collinear" test; |r| = 1 is that test
+        rows, cols = np.nonzero(np.triu(np.abs(np.nan_to_num(corr)) >= 1.0 - tol, k=1))
+        for i, j in zip(rows.tolist(), cols.tolist()):
+            both = values[[numeric[i], numeric[j]]].dropna()
+            x, y = both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy()
+            slope = float(np.cov(x, y, bias=True)[0, 1] / np.var(x))
+            intercept = float(y.mean() - slope * x.mean())
+            how = (f"{numeric[j]} = {numeric[i]}" if abs(slope - 1) < 1e-9 and abs(intercept) < 1e-9 * (1 + abs(y).max())
+                   else f"{numeric[j]} = {slope:.6g} * {numeric[i]} + {intercept:.6g}")
+            out.append((str(numeric[i]), str(numeric[j]), how))
+    discrete = [c for c in data.columns if c not in numeric]
+    for k, a in enumerate(discrete):
+        for b in discrete[k + 1:]:
+            both = data[[a, b]].dropna()
+            if len(both) < min_rows:
+                continue
+            na, nb = both[a].nunique(), both[b].nunique()
+            if na > 1 and na == nb and len(both.drop_duplicates()) == na:
+                out.append((str(a), str(b), f"each level of {a} is one level of {b}"))
+    return out
+
+
+def warn_collinear(data: pd.DataFrame, specs: Mapping[str, NodeSpec] | None = None) -> None:
+    """Warn (UserWarning) about every pair of perfectly collinear node columns, naming both
+    columns and their blocks: a structure search links such a pair and splits their effects
+    arbitrarily (issue 17: an exact copy of a column got edges and no word was said)."""
+    specs = specs or {}
+    for a, b, how in collinear_pairs(data):
+        where = [f"{c!r}" + (f" (block {specs[c].block!r})" if c in specs and specs[c].block else "")
+                 for c in (a, b)]
+        warnings.warn(f"columns {where[0]} and {where[1]} are perfectly collinear ({how} for every patient "
+                      "with both): the same information twice, which a structure search links and a model "
+                      f"cannot tell apart; drop one of them (e.g. exclude=[{b!r}])", UserWarning, stacklevel=3)
 
 
 def survival_residual(time: np.ndarray, event: np.ndarray, kind: str = "martingale") -> np.ndarray:
@@ -226,7 +278,7 @@ def _size_normalised_log(counts: pd.DataFrame) -> pd.DataFrame:
     usable = np.isfinite(ratios)
     if not usable.any(axis=1).all():
         patient = counts.index[~usable.any(axis=1)][0]
-        raise GraphError(f"patient {patient!r} has no positive count in block; drop the "
+        raise GraphError(f"patient {plain(patient)!r} has no positive count in block; drop the "
                          "patient or the block")
     size = np.exp(np.nanmedian(np.where(usable, ratios, np.nan), axis=1))
     return pd.DataFrame(np.log1p(values / size[:, None]), index=counts.index,
@@ -381,7 +433,7 @@ def build_node_table(cohort_or_blocks, summary_blocks: Iterable[str] = SUMMARY_B
         if missing == "error":
             patient = data.index[incomplete][0]
             column = data.columns[data.loc[patient].isna()][0]
-            raise GraphError(f"patient {patient!r} has no value for node {column!r}; use "
+            raise GraphError(f"patient {plain(patient)!r} has no value for node {column!r}; use "
                              "missing='impute' or 'drop' (complete cases)")
         dropped = [str(p) for p in data.index[incomplete]]
         lacking = sorted(data.columns[data.loc[incomplete].isna().any(axis=0)].intersection(
@@ -391,6 +443,7 @@ def build_node_table(cohort_or_blocks, summary_blocks: Iterable[str] = SUMMARY_B
                       "NodeTable.dropped_patients", UserWarning, stacklevel=2)
         data = data.loc[~incomplete]
     imputed = [p for p in imputed if p not in set(dropped)]
+    warn_collinear(data[[c for c in data.columns if c in specs and c not in vector_nodes]], specs)
     if len(data) < 10:
         raise GraphError(f"only {len(data)} patients are left in the node table; structure "
                          "learning needs more (exclude sparse columns)")

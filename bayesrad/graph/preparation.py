@@ -13,7 +13,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from bayesrad.errors import GraphError
+from bayesrad.errors import GraphError, plain
 from bayesrad.graph.knowledge import ExpertKnowledge
 
 
@@ -49,7 +49,7 @@ def prepare_table(X: pd.DataFrame, missing: str = "error", seed: int = 0) -> pd.
                    and not pd.api.types.is_bool_dtype(series))
         if series.isna().any() and (missing == "error" or not numeric):
             patient = series.index[series.isna()][0]
-            raise GraphError(f"column {col!r} has missing values (first: row {patient!r}); "
+            raise GraphError(f"column {col!r} has missing values (first: row {plain(patient)!r}); "
                              "drop those rows, or impute numeric columns with "
                              "HillClimbLearner(impute=True)")
         if isinstance(series.dtype, pd.CategoricalDtype):

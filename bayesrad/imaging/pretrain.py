@@ -35,7 +35,8 @@ from monai.transforms import Compose, RandAffine, RandFlip, RandScaleIntensity, 
 from torch import nn
 
 from bayesrad.errors import ModelError, ModelFileError
-from bayesrad.imaging.encoders import EncoderConfig, InpaintingDecoder, VolumeEncoder, save_encoder
+from bayesrad.imaging.encoders import (EncoderConfig, InpaintingDecoder, VolumeEncoder, _atomic_write_bytes,
+                                       save_encoder)
 from bayesrad.imaging.transforms import PreprocessConfig, preprocess_cohort
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -140,12 +141,24 @@ class PretrainResult:
     loss_history : inpainting (+ contrastive) loss per step, from step 0.
     out_dir : where ``encoder.safetensors``, ``encoder.json`` and ``loss_curve.csv`` are.
     volumes_per_second : training throughput of this call (augmented volumes per second).
+    resumed_from : the step this call started at (0: from scratch; k: from ``checkpoint.pt``
+        written at step k by an earlier, interrupted or time-boxed, run).
     """
 
     encoder: VolumeEncoder
     loss_history: list[float]
     out_dir: Path
     volumes_per_second: float
+    resumed_from: int = 0
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete the temporary files (``.<file>.<random>.tmp``) of an earlier run killed while it
+    wrote a checkpoint or the encoder: the files they were to replace are intact (each write
+    is a rename), so the temporaries are garbage, and they would otherwise stay forever."""
+    for name in (CHECKPOINT_FILE, LOSS_FILE, "encoder.safetensors", "encoder.json"):
+        for stale in out.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
 
 
 def _atomic_torch_save(obj, target: Path) -> None:
@@ -213,6 +226,7 @@ def pretrain_volumes(
     dev = resolve_device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(out)
     n, c, s = volumes.shape[0], volumes.shape[1], volumes.shape[-1]
     torch.manual_seed(seed)
     net = _Pretrainer(VolumeEncoder(EncoderConfig(encoder, c, s, width))).to(dev)
@@ -282,10 +296,12 @@ def pretrain_volumes(
         "trained_on": {"device": str(dev), "torch": torch.__version__, "machine": platform.node()},
     }
     save_encoder(encoder_module, out, record)
-    (out / LOSS_FILE).write_text("step,loss\n" + "".join(f"{i},{v:.6g}\n" for i, v in enumerate(history)))
+    curve = "step,loss\n" + "".join(f"{i},{v:.6g}\n" for i, v in enumerate(history))
+    _atomic_write_bytes(out / LOSS_FILE, lambda p: Path(p).write_text(curve))
     if not keep_checkpoint and ckpt_path.exists():
         ckpt_path.unlink()
-    return PretrainResult(encoder_module, history, out, done / elapsed if elapsed > 0 and done else float("nan"))
+    return PretrainResult(encoder_module, history, out, done / elapsed if elapsed > 0 and done else float("nan"),
+                          resumed_from=start)
 
 
 def pretrain_encoder(

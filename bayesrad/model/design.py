@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayesrad.errors import ModelError
+from bayesrad.errors import ModelError, plain
 from bayesrad.graph.graph import Graph
 from bayesrad.model.factors import normal_scores, normal_scores_fit
 
@@ -217,8 +217,8 @@ class Preprocessor:
                 bad = ~np.isnan(ev) & ~np.isin(ev, (0.0, 1.0))
                 if bad.any():
                     pid = patient_ids[np.flatnonzero(bad)[0]]
-                    raise ModelError(f"event column {ev_col!r}: patient {pid!r} has "
-                                     f"{ev[bad][0]!r}; events must be 0 or 1")
+                    raise ModelError(f"event column {ev_col!r}: patient {plain(pid)!r} has "
+                                     f"{plain(ev[bad][0])!r}; events must be 0 or 1")
                 x = np.where(np.isnan(ev), np.nan, x)
                 event[name] = np.nan_to_num(ev)
             mask = ~np.isnan(x)
@@ -280,7 +280,7 @@ def _numeric(frame: pd.DataFrame, node: str) -> np.ndarray:
                 pid = bad[bad].index[0]
                 raise ModelError(
                     f"node {node!r}: column {col!r} has a non-numeric value "
-                    f"{frame[col].loc[pid]!r} for patient {pid!r}; fix the value or the "
+                    f"{plain(frame[col].loc[pid])!r} for patient {plain(pid)!r}; fix the value or the "
                     "node's kind") from exc
         raise ModelError(f"node {node!r}: columns {list(frame.columns)} are not numeric") from exc
     infinite = np.isinf(out)
@@ -387,8 +387,8 @@ def _codes(column: pd.Series, levels, name, block, allow_unknown=False) -> np.nd
             if allow_unknown:
                 continue
             raise ModelError(
-                f"node {name!r} (block {block!r}): patient {column.index[i]!r} has level {v!r}, "
-                f"which is not one of {list(levels)}; add it to the node's levels")
+                f"node {name!r} (block {block!r}): patient {plain(column.index[i])!r} has level "
+                f"{plain(v)!r}, which is not one of {plain(list(levels))}; add it to the node's levels")
         codes[i] = code
     return codes
 

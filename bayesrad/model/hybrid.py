@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
 
-from bayesrad.errors import ModelError, NotFittedError
+from bayesrad.errors import ModelError, NotFittedError, plain
 from bayesrad.graph.graph import Graph
 from bayesrad.model.compile import (Backend, Layout, design_arrays, local_pass, make_model,
                                     node_dist, weibull_loglik)
@@ -406,7 +406,7 @@ class HybridBN(BaseEstimator):
             if kind == "binary" or isinstance(value, (int, float, np.number)):
                 key = str(float(value)) if str(float(value)) in levels else str(value)
             if str(key) not in levels:
-                raise ModelError(f"do: {value!r} is not a level of {node!r} ({st['levels']})")
+                raise ModelError(f"do: {plain(value)!r} is not a level of {node!r} ({plain(st['levels'])})")
             return torch.full((n,), levels.index(str(key)), dtype=torch.long)
         if kind == "count":
             return torch.full((n,), float(value))

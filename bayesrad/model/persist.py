@@ -47,12 +47,33 @@ def _versions() -> dict[str, str]:
 
 
 def save_model(model, path) -> Path:
-    """Write ``model`` to directory ``path`` (created; replaced atomically if it exists)."""
-    from safetensors.torch import save_file
+    """Write ``model`` to directory ``path`` (created; replaced atomically if it exists).
+
+    The files are written into a hidden sibling folder (``.<name>.saving.<random>``) that then
+    takes the place of ``path`` by renames, so an interruption (Ctrl-C, a crash, a kill) never
+    leaves a half-written model at ``path``: the model saved there before stays, whole. The
+    sibling is removed on an interruption that Python sees; one left by a killed process is
+    removed by the next save to ``path``.
+    """
+    import shutil
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
+    for stale in path.parent.glob(f".{path.name}.saving.*"):  # left by a killed save
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving.", dir=path.parent))
+    try:
+        _write_model_files(model, tmp)
+        _swap_in(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _write_model_files(model, tmp: Path) -> None:
+    from safetensors.torch import save_file
+
     model.graph_.to_yaml(tmp / "graph.yaml")
     if model.method_ == "svi":
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.posterior_.state_dict().items()}
@@ -74,16 +95,27 @@ def save_model(model, path) -> Path:
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     (tmp / _CHECKSUMS).write_text(json.dumps({name: _sha256(tmp / name) for name in _FILES}, indent=1))
-    if path.exists():
-        old = path.with_name(path.name + ".old")
-        os.replace(path, old)
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Put the finished folder ``tmp`` at ``path``; an existing ``path`` is moved aside first and
+    put back if the second rename does not happen (an interruption between the two)."""
+    import shutil
+
+    if not path.exists():
         os.replace(tmp, path)
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
-    else:
+        return
+    old = path.with_name(f".{path.name}.old")
+    if old.exists():  # left by a killed save, after the new model was in place
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(path, old)
+    try:
         os.replace(tmp, path)
-    return path
+    except BaseException:
+        if not path.exists():
+            os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_checksums(path: Path) -> None:
@@ -173,6 +205,11 @@ def load_model(cls, path):
 
     path = Path(path)
     if not path.is_dir():
+        aside = path.with_name(f".{path.name}.old")
+        if aside.is_dir():  # a save killed between its two renames
+            raise MissingFileError(f"model directory {str(path)!r} does not exist, but {str(aside)!r} "
+                                   "(moved aside by a save that was killed) does: rename it back to "
+                                   f"{path.name!r} to use it")
         raise MissingFileError(f"model directory {str(path)!r} does not exist")
     for name in _FILES:
         if not (path / name).is_file():

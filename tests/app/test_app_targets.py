@@ -58,8 +58,9 @@ def apps(browser):
     for target, ready in (("response", "most likely response"), ("os_days", "median os_days")):
         app = build_app(model, blocks, target)
         page = browser.new_page(accept_downloads=True)
+        page.set_default_timeout(90000)   # a loaded 2-core CI machine; a hang still fails
         page.goto(serve(app))
-        page.wait_for_selector(f"#answer:has-text('{ready}')", timeout=30000)
+        page.wait_for_selector(f"#answer:has-text('{ready}')", timeout=90000)
         out[target] = (app.state, page)
     yield model, out
     for _, page in out.values():
@@ -78,7 +79,7 @@ def _patient_at_max_dose(page, state, patient="Q003"):
     page.locator("#slider [role=slider]").first.focus()
     page.keyboard.press("End")
     page.wait_for_function(f"document.querySelector('#answer').innerText !== {before!r}",
-                           timeout=30000)
+                           timeout=90000)
     evidence, _ = state.validate(state.patient_values(patient))
     evidence.pop("dose_mean_gy")
     return (before, detail), float(page.inner_text("#whatif-value")), evidence
@@ -90,11 +91,11 @@ def _bars(page, prefix):
 
 def _counterfactual(page, value):
     page.get_by_text("Counterfactual", exact=True).click()
-    page.wait_for_selector("#cf-status:has-text('Observed for')", timeout=30000)
+    page.wait_for_selector("#cf-status:has-text('Observed for')", timeout=90000)
     box = page.locator("#cf-value")
     box.fill(value)
     box.press("Enter")
-    page.wait_for_selector("#cf-answer:has-text('Had dose_mean_gy')", timeout=30000)
+    page.wait_for_selector("#cf-answer:has-text('Had dose_mean_gy')", timeout=90000)
     return page.inner_text("#cf-answer")
 
 
@@ -134,7 +135,7 @@ def test_survival_curve_band_and_median(apps):
                       f"{expect['median_q05']:.0f} to {expect['median_q95']:.0f} days)")
     # a higher dose lengthens survival in this cohort: the median moved up
     assert float(answer.split()[3]) > float(before[0].split()[3])
-    page.wait_for_selector("#whatif-survival .js-plotly-plot .main-svg", timeout=30000)
+    page.wait_for_selector("#whatif-survival .js-plotly-plot .main-svg", timeout=90000)
     traces = page.evaluate("Array.from(document.querySelector('#whatif-survival .js-plotly-plot')"
                            ".data, t => ({name: t.name, x: t.x, y: t.y}))")
     by_name = {t["name"]: t for t in traces}
