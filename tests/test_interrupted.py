@@ -71,6 +71,13 @@ def test_killed_extract_resumes_from_its_cache(tmp_path):
     assert not partial
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default disposition. A shell starts
+    background jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt (the
+    suite run as `make test &` saw the fit finish instead of stopping)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_then_signal(proc, ready, sig, timeout=240) -> None:
     """Poll ``ready()`` until it holds, then send ``sig`` (SIGKILL: to the process group the
     child leads, nothing else; SIGINT: to the child alone, as Ctrl-C would)."""
@@ -159,7 +166,7 @@ def test_fit_interrupted_by_ctrl_c_keeps_the_model_saved_before(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "bayesrad", "fit", str(cohort_dir), "--graph",
                                  str(tmp_path / "graph.yaml"), "--out", str(model_dir), "--num-steps", "1000000",
                                  "--device", "cpu"], env=_env(), start_new_session=True, stdout=sink,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=_default_sigint)
         # Ctrl-C once the SVI loop reports its first step
         _wait_then_signal(proc, lambda: "SVI restart" in log.read_text(), signal.SIGINT)
     output = " ".join(log.read_text().split())
