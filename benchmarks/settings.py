@@ -105,6 +105,11 @@ def incomplete_multimodal_figures(n_patients: int = 120, seed: int = 0, block: s
             pooled = pd.concat(calls[k::len(fractions)])
             truth = y.reindex(pooled.index).to_numpy(float)
             p = pooled["mean"].to_numpy(float)
+            # the recorded predictions are the curve's own: their AUC is the harness's
+            reported = curve.query("model == @name and fraction == @fraction and metric == 'auc'")
+            if not np.isclose(M.auc(truth, p), reported["estimate"].iloc[0]):
+                raise RuntimeError(f"{name} at share {fraction}: recorded predictions do not "
+                                   "match the harness's (fold/share order changed?)")
             slope = M.calibration_line(truth, p)["slope"]
             width = float((pooled["q95"] - pooled["q05"]).mean()) if "q95" in pooled else float("nan")
             for metric, value in (("calibration_slope", slope), ("interval_width_90", width)):
