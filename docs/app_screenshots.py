@@ -13,11 +13,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.app._browser import CHROMIUM, CHROMIUM_ARGS, serve  # noqa: E402
-from tests.app.test_app import _cohort  # noqa: E402  (the tests' simulated cohorts)
+from tests.app.test_app import _cohort, binary_graph  # noqa: E402  (the tests' cohorts)
 from tests.app.test_app_targets import targets_cohort, targets_graph  # noqa: E402
 
 from bayesrad.app import build_app  # noqa: E402
-from bayesrad.graph.graph import Graph, NodeSpec  # noqa: E402
 from bayesrad.model import HybridBN  # noqa: E402
 
 DOCS = Path(__file__).parent
@@ -41,14 +40,8 @@ def main():
 
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
-    graph = Graph([NodeSpec("age_years", "continuous", block="clinical"),
-                   NodeSpec("histology", "categorical", block="clinical", levels=["adeno", "squamous"]),
-                   NodeSpec("dose_mean_gy", "continuous", block="dosimetry"),
-                   NodeSpec("local_control", "binary", block="outcome")],
-                  [("age_years", "dose_mean_gy"), ("dose_mean_gy", "local_control"),
-                   ("histology", "local_control")])
     blocks = _cohort()
-    model = HybridBN(graph, num_steps=300, min_steps=300, seed=0, num_threads=1, n_samples=200).fit(blocks)
+    model = HybridBN(binary_graph(), num_steps=300, min_steps=300, seed=0, num_threads=1, n_samples=200).fit(blocks)
     url = serve(build_app(model, blocks))
     tblocks = targets_cohort()
     tmodel = HybridBN(targets_graph(), num_steps=300, min_steps=300, seed=0, num_threads=1,

@@ -32,18 +32,22 @@ def _cohort(n=80, seed=0):
             "outcome": pd.DataFrame({"local_control": lc}, index=ids)}
 
 
+def binary_graph():
+    """Age -> dose -> local control <- histology: the graph of ``_cohort``."""
+    return Graph([NodeSpec("age_years", "continuous", block="clinical"),
+                  NodeSpec("histology", "categorical", block="clinical", levels=["adeno", "squamous"]),
+                  NodeSpec("dose_mean_gy", "continuous", block="dosimetry"),
+                  NodeSpec("local_control", "binary", block="outcome")],
+                 [("age_years", "dose_mean_gy"), ("dose_mean_gy", "local_control"),
+                  ("histology", "local_control")])
+
+
 @pytest.fixture(scope="module")
 def served(browser):
     from bayesrad.app import build_app
 
-    graph = Graph([NodeSpec("age_years", "continuous", block="clinical"),
-                   NodeSpec("histology", "categorical", block="clinical", levels=["adeno", "squamous"]),
-                   NodeSpec("dose_mean_gy", "continuous", block="dosimetry"),
-                   NodeSpec("local_control", "binary", block="outcome")],
-                  [("age_years", "dose_mean_gy"), ("dose_mean_gy", "local_control"),
-                   ("histology", "local_control")])
     blocks = _cohort()
-    model = HybridBN(graph, num_steps=300, min_steps=300, seed=0, num_threads=1, n_samples=200
+    model = HybridBN(binary_graph(), num_steps=300, min_steps=300, seed=0, num_threads=1, n_samples=200
                      ).fit(blocks)
     app = build_app(model, blocks)
     page = browser.new_page(accept_downloads=True)
