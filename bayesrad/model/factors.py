@@ -258,3 +258,42 @@ def choose_screening(x: np.ndarray, observed: np.ndarray, y: np.ndarray, kind: s
         return {"m": p, "columns": None, "loss": loss, "proxy_c": _PROXY_C[best_j]}
     order = np.argsort(-screening_scores(xs, ys, kind), kind="stable")
     return {"m": m, "columns": np.sort(order[:m]), "loss": loss, "proxy_c": _PROXY_C[best_j]}
+
+
+def fit_block(x: np.ndarray, observed: np.ndarray, columns: list[str],
+              max_factors: int = MAX_FACTORS, name: str = "block",
+              supervision: tuple | None = None) -> dict[str, Any]:
+    """The factor model of one latent block as stored with the preprocessor's statistics
+    (JSON-able): PPCA with k by evidence (``fit_ppca``), on the columns ``choose_screening``
+    keeps when ``supervision`` = ``(outcome, y, kind)`` is given.
+
+    ``x``, ``observed``: (n, p) standardised values and mask; ``columns``: the p names.
+    Returns ``{"loadings": (k, p), "noise_sd": float or (p,), "variance": (k,),
+    "log_evidence": (K,)}`` as lists, plus ``"screening"`` when supervised. Columns left out
+    by the screening get zero loadings and their own training sd as noise: they no longer
+    inform the factors, but stay in the block's likelihood.
+    """
+    screen = None
+    if supervision is not None:
+        outcome, y, kind = supervision
+        screen = choose_screening(x, observed, y, kind, max_factors=max_factors)
+    kept = None if screen is None else screen["columns"]
+    cols = np.arange(x.shape[1]) if kept is None else kept
+    fac = fit_ppca(x[:, cols], observed[:, cols], max_factors=max_factors, name=name)
+    loadings = np.zeros((fac["k"], x.shape[1]))
+    loadings[:, cols] = fac["loadings"]
+    noise: Any = fac["noise_sd"]
+    if kept is not None:
+        rows = observed.any(axis=1)
+        own = np.sqrt(np.mean(np.where(observed[rows], x[rows], 0.0) ** 2, axis=0))
+        own = np.clip(own, 1e-3, None)
+        own[cols] = fac["noise_sd"]
+        noise = own.tolist()
+    out = {"loadings": loadings.tolist(), "noise_sd": noise,
+           "variance": fac["variance"].tolist(), "log_evidence": fac["log_evidence"].tolist()}
+    if screen is not None:
+        out["screening"] = {
+            "outcome": outcome, "n_columns": int(len(cols)),
+            "columns": None if kept is None else [columns[j] for j in kept],
+            "inner_cv_loss": {str(m): v for m, v in screen["loss"].items()}}
+    return out

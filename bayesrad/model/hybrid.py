@@ -1116,11 +1116,12 @@ def _initialise(posterior: GlobalPosterior, layout: Layout, design: Design) -> N
 
 def _fit_block_factors(graph: Graph, pre: Preprocessor, design: Design) -> None:
     """Fit the empirical-Bayes factor model of every latent node that asks for one
-    (``prior: {factors: empirical_bayes}``) on the training design, store it with the
-    preprocessor's statistics (saved with the model) and set the node's ``latent_dim`` to the
-    number of factors chosen by evidence (``latent_dim`` in the graph is its upper bound).
-    Factors already in the statistics (a preprocessor passed to ``fit``) are kept."""
-    from bayesrad.model.factors import choose_screening, fit_ppca
+    (``prior: {factors: empirical_bayes}``, ``model/factors.fit_block``) on the training design,
+    store it with the preprocessor's statistics (saved with the model) and set the node's
+    ``latent_dim`` to the number of factors chosen by evidence (``latent_dim`` in the graph is
+    its upper bound). Factors already in the statistics (a preprocessor passed to ``fit``) are
+    kept."""
+    from bayesrad.model.factors import fit_block
 
     for name in graph.nodes:
         spec = graph.spec(name)
@@ -1129,36 +1130,16 @@ def _fit_block_factors(graph: Graph, pre: Preprocessor, design: Design) -> None:
             continue
         stats = pre.stats_[name]
         if "factors" not in stats:
-            x, observed = design.values[name], design.observed[name]
-            screen = _screening(graph, name, prior.get("supervise"), x, observed, design,
-                                spec.latent_dim, choose_screening)
-            cols = (np.arange(x.shape[1]) if screen is None or screen["columns"] is None
-                    else screen["columns"])
-            fac = fit_ppca(x[:, cols], observed[:, cols], max_factors=spec.latent_dim, name=name)
-            # columns left out by the screening get zero loadings and their own training sd
-            # as noise: they no longer inform the factors, but stay in the block's likelihood
-            loadings = np.zeros((fac["k"], x.shape[1]))
-            loadings[:, cols] = fac["loadings"]
-            rows = observed.any(axis=1)
-            noise = np.sqrt(np.mean(np.where(observed[rows], x[rows], 0.0) ** 2, axis=0))
-            noise = np.clip(noise, 1e-3, None)
-            noise[cols] = fac["noise_sd"]
-            stats["factors"] = {"loadings": loadings.tolist(),
-                                "noise_sd": noise.tolist(),
-                                "variance": fac["variance"].tolist(),
-                                "log_evidence": fac["log_evidence"].tolist()}
-            if screen is not None:
-                stats["factors"]["screening"] = {
-                    "outcome": prior["supervise"], "n_columns": int(len(cols)),
-                    "columns": [stats["columns"][j] for j in cols] if screen["columns"] is not None else None,
-                    "inner_cv_loss": {str(m): v for m, v in screen["loss"].items()}}
+            stats["factors"] = fit_block(
+                design.values[name], design.observed[name], stats["columns"],
+                max_factors=spec.latent_dim, name=name,
+                supervision=_supervision(graph, name, prior.get("supervise"), design))
         spec.latent_dim = len(stats["factors"]["variance"])
 
 
-def _screening(graph: Graph, name: str, outcome, x, observed, design: Design,
-               max_factors: int, choose):
-    """The supervised screening of latent node ``name``'s columns by ``outcome`` (its
-    ``supervise`` prior), or None when it has none."""
+def _supervision(graph: Graph, name: str, outcome, design: Design):
+    """``(outcome, y, kind)`` for latent node ``name``'s ``supervise`` prior (``y`` (n,), NaN
+    where unobserved), or None when it has none."""
     if outcome is None:
         return None
     if outcome not in graph.nodes:
@@ -1168,8 +1149,7 @@ def _screening(graph: Graph, name: str, outcome, x, observed, design: Design,
     if kind not in ("binary", "categorical", "ordinal", "continuous"):
         raise ModelError(f"latent node {name!r}: 'supervise' needs a binary, categorical, "
                          f"ordinal or continuous outcome; {outcome!r} is {kind} (remove the key)")
-    y = np.where(design.observed[outcome], design.values[outcome], np.nan)
-    return choose(x, observed, y, kind, max_factors=max_factors)
+    return outcome, np.where(design.observed[outcome], design.values[outcome], np.nan), kind
 
 
 def _warn_unconverged(history, num_steps: int, tol: float) -> None:
