@@ -7,7 +7,7 @@ vs early and late fusion on the simulator's ``incomplete_multimodal`` scenario, 
 ``bayesrad.evaluate.harness.missing_modality_curve``, plus calibration slope and the mean 90%
 interval width as the modality drops).
 
-Usage: ``python benchmarks/settings.py [--quick]`` (``--quick``: the notebook's small settings,
+Usage: ``python benchmarks/settings.py [--quick] [--only KEY]`` (``--quick``: the notebooks' small settings,
 which are also the default; the full run uses more patients and shares).
 """
 
@@ -126,6 +126,25 @@ def wide(curve: pd.DataFrame) -> pd.DataFrame:
     return curve.pivot_table(index=["model", "fraction"], columns="metric", values="estimate").round(3)
 
 
+def _incomplete_multimodal_record(full: bool) -> dict:
+    """Notebook 05's entry of settings.json."""
+    if full:
+        figures = incomplete_multimodal_figures(n_patients=300, fractions=(0.0, 0.25, 0.5, 0.75, 1.0),
+                                                n_boot=500, svi={})
+    else:
+        figures = incomplete_multimodal_figures()
+    print(wide(figures["curve"]).to_string())
+    return {"settings": figures["settings"], "seconds": figures["seconds"],
+            "rows": figures["curve"].to_dict(orient="records")}
+
+
+#: one entry per notebook: its key in settings.json -> a function (full: bool) -> JSON-able dict.
+#: A notebook adds its line here; ``--only KEY`` recomputes one entry and keeps the others.
+NOTEBOOKS = {
+    "05_incomplete_multimodal": _incomplete_multimodal_record,
+}
+
+
 def main() -> None:
     import torch
     from threadpoolctl import threadpool_limits
@@ -134,23 +153,26 @@ def main() -> None:
     from _machine import machine_info
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the notebook's settings (default)")
-    parser.add_argument("--full", action="store_true", help="300 patients, 5 shares, default SVI")
+    parser.add_argument("--quick", action="store_true", help="the notebooks' settings (default)")
+    parser.add_argument("--full", action="store_true", help="larger cohorts, default SVI")
+    parser.add_argument("--only", choices=sorted(NOTEBOOKS), action="append",
+                        help="recompute these notebooks' entries only (repeatable); the others are kept")
     args = parser.parse_args()
     torch.set_num_threads(1)
     threadpool_limits(1)
-    if args.full:
-        figures = incomplete_multimodal_figures(n_patients=300, fractions=(0.0, 0.25, 0.5, 0.75, 1.0),
-                                                n_boot=500, svi={})
-    else:
-        figures = incomplete_multimodal_figures()
-    table = wide(figures["curve"])
-    print(table.to_string())
-    out = {"machine": machine_info(), "quick": not args.full,
-           "05_incomplete_multimodal": {"settings": figures["settings"], "seconds": figures["seconds"],
-                                        "rows": figures["curve"].to_dict(orient="records")}}
+    out = json.loads(RESULTS.read_text()) if RESULTS.exists() and args.only else {}
+    if out and out.get("quick") != (not args.full):
+        parser.error(f"{RESULTS} holds {'quick' if out.get('quick') else 'full'} figures; "
+                     "recompute every entry (no --only) to switch")
+    out.update({"machine": machine_info(), "quick": not args.full})
+    for key in args.only or sorted(NOTEBOOKS):
+        print(f"== {key}")
+        out[key] = NOTEBOOKS[key](args.full)
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=1, default=float))
+    # written whole to a temporary name first: a failure leaves the previous file intact
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(out, indent=1, default=float))
+    tmp.replace(RESULTS)
     print(f"wrote {RESULTS}")
 
 
