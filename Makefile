@@ -45,7 +45,9 @@ serve: $(STAMP)
 test: $(STAMP)
 	# the app's browser tests need chromium: install it where apt-get can (they skip otherwise)
 	-test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || true
-	$(PY) -m pytest -q
+	# one worker per core (at most 4), a test file's tests on one worker (module fixtures built once,
+	# the browser tests in order); tests/conftest.py keeps each worker to one thread
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile
 
 benchmarks: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b --quick || exit 1; done

@@ -2,7 +2,8 @@
 
 One function per notebook computes what the notebook prints; the notebook calls the same
 function (it imports this file), so the JSON and the notebook's tables come from one code path
-and the same seed. For now: ``05_incomplete_multimodal`` (missing-modality curves of bayesrad
+and the same seed (notebook 01, the tutorial, is executed whole and its figures kept). For
+now: ``01_first_model`` and ``05_incomplete_multimodal`` (missing-modality curves of bayesrad
 vs early and late fusion on the simulator's ``incomplete_multimodal`` scenario, through
 ``bayesrad.evaluate.harness.missing_modality_curve``, plus calibration slope and the mean 90%
 interval width as the modality drops).
@@ -138,9 +139,41 @@ def _incomplete_multimodal_record(full: bool) -> dict:
             "rows": figures["curve"].to_dict(orient="records")}
 
 
+def _first_model_record(full: bool) -> dict:
+    """Notebook 01's entry: the notebook is executed (nbclient, the kernel nbmake uses) and the
+    figures its last cell gathers are kept. Its code is the tutorial itself, so the record runs
+    that code rather than a copy of it; ``full`` changes nothing (its sizes are the tutorial's)."""
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = HERE.parent / "notebooks" / "01_first_model.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    env = {"BAYESRAD_RECORD_SETTINGS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
+    start = time.perf_counter()
+    try:
+        NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    printed = "".join(out.get("text", "") for out in notebook.cells[-1].outputs)
+    line = next(l for l in printed.splitlines() if l.startswith("FIGURES "))
+    figures = json.loads(line[len("FIGURES "):])
+    print(json.dumps(figures, indent=1))
+    return {"figures": figures, "seconds": time.perf_counter() - start}
+
+
 #: one entry per notebook: its key in settings.json -> a function (full: bool) -> JSON-able dict.
 #: A notebook adds its line here; ``--only KEY`` recomputes one entry and keeps the others.
 NOTEBOOKS = {
+    "01_first_model": _first_model_record,
     "05_incomplete_multimodal": _incomplete_multimodal_record,
 }
 

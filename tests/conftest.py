@@ -19,6 +19,19 @@ for var in ("NILEARN_DATA", "SCIKIT_LEARN_DATA", "MPLCONFIGDIR", "NUMBA_CACHE_DI
     os.environ.setdefault(var, str(_CACHE / var.lower()))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Under pytest-xdist (``make test`` runs one worker per core), each worker keeps to one thread:
+# two workers with a thread pool per core each would oversubscribe the cores and run slower
+# than one. Set before torch or numpy's BLAS start their pools (notebook kernels inherit it).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
 
 @pytest.fixture(autouse=True)
 def _seed_everything():
