@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -170,11 +171,290 @@ def _first_model_record(full: bool) -> dict:
     return {"figures": figures, "seconds": time.perf_counter() - start}
 
 
+# ---------------------------------------------------------------- 03_wholebody_network
+#: organ uptake nodes of the simulator's ``wholebody_petct`` scenario (block ``organ_suv``)
+WB_ORGANS = ("liver_log_suvmean", "spleen_log_suvmean", "bone_marrow_log_suvmean",
+             "kidney_log_suvmean", "lung_log_suvmean", "brain_log_suvmean")
+#: the patient factors that act on organ uptake: ComBat protects them ("biology kept")
+WB_BIOLOGY = ("blood_glucose_mmol_l", "bmi_kg_m2", "age_years")
+
+
+def _wholebody_knowledge(template, nodes):
+    """The template's expert tiers on the node table's names: the template calls the
+    radiomics latent ``tumour``, the node table ``radiomics``; the centre is a root (a group
+    node in the model, a categorical column in the table, so nothing may point into it)."""
+    from bayesrad.graph.knowledge import ExpertKnowledge
+
+    def name(node):
+        return "radiomics" if node == "tumour" else node
+
+    spec = template.knowledge.to_dict()
+    spec["tiers"] = [{"name": t["name"], "nodes": [name(n) for n in t["nodes"]]} for t in spec["tiers"]]
+    spec["forbidden"] = ([[name(u), name(v)] for u, v in spec["forbidden"]]
+                         + [[n, "centre"] for n in nodes if n != "centre"])
+    spec["required"] = [[name(u), name(v)] for u, v in spec["required"]]
+    spec["outcomes"] = [name(n) for n in spec["outcomes"]]
+    return ExpertKnowledge.from_dict(spec)
+
+
+def _ols_slope_and_centre_r2(y: np.ndarray, covariates: np.ndarray, centre: np.ndarray
+                             ) -> tuple[float, float]:
+    """OLS of ``y`` on an intercept and ``covariates`` (n, k; the first column's slope is
+    returned) and the centre's partial R^2 given them: the share of the residual variance
+    that centre indicators still explain (0 = no centre effect beyond the covariates)."""
+    base = np.column_stack([np.ones(len(y)), covariates])
+    dummies = (centre[:, None] == np.unique(centre)[None, 1:]).astype(float)
+    beta, *_ = np.linalg.lstsq(base, y, rcond=None)
+    reduced = np.sum((y - base @ beta) ** 2)
+    full_x = np.column_stack([base, dummies])
+    full_beta, *_ = np.linalg.lstsq(full_x, y, rcond=None)
+    full = np.sum((y - full_x @ full_beta) ** 2)
+    return float(beta[1]), float((reduced - full) / reduced)
+
+
+def _scanner_shift_draws(model, clinical: pd.DataFrame, centres, organs) -> dict[str, np.ndarray]:
+    """The fitted model's centre effect on each organ's measured log SUV with the patient's
+    biology held fixed: draws (S, n_centres), centred over the centres (only differences
+    between centres are identified; the mean goes into the intercepts).
+
+    The same patients are given at every centre with their glucose, BMI, age and sex as
+    evidence and nothing else, so the difference between centres is the random intercept
+    of the organ plus those of its organ parents passed down their edges (and any path
+    through the tumour latent), draw by draw: ``predict_draws`` uses the same posterior
+    draws and the same particle noise for every row. The centre is a root, so giving it as
+    evidence is the intervention (``do`` does not take group nodes)."""
+    probe = clinical[["centre", *WB_BIOLOGY, "sex_male"]]
+    copies = []
+    for level in centres:
+        part = probe.assign(centre=pd.Categorical([level] * len(probe), categories=centres))
+        part.index = [f"{p}@{level}" for p in probe.index]
+        copies.append(part)
+    stacked = pd.concat(copies)
+    stacked.index.name = clinical.index.name
+    out = {}
+    for organ in organs:
+        draws = model.predict_draws({"clinical": stacked}, organ, n_particles=1)
+        per_centre = draws.reshape(draws.shape[0], len(centres), len(probe)).mean(axis=2)
+        out[organ] = per_centre - per_centre.mean(axis=1, keepdims=True)
+    return out
+
+
+def wholebody_figures(n_patients: int = 300, seed: int = 0, n_bootstrap: int = 30,
+                      cv: str | None = "3x1", n_boot: int = 200, svi: dict | None = None,
+                      fit_svi: dict | None = None) -> dict:
+    """Notebook 03's figures on the simulator's ``wholebody_petct`` cohort (4 centres whose
+    scanners multiply every PET SUV by ``exp(c)``, and whose patient mix differs: blood
+    glucose, which lowers brain and liver uptake, differs between centres).
+
+    Returns a dict of DataFrames (log SUV units unless said; in-sample: every method is
+    fitted and judged on the whole cohort, as a harmonisation is in practice):
+
+    - ``organs``: one row per organ: geometric-mean SUV, sd of log SUV, and the geometric
+      mean SUV per centre.
+    - ``harmonisation``: one row per (organ, method) with method ``raw``, ``combat_naive``
+      (ComBat, nothing protected), ``combat_protected`` (ComBat protecting glucose, BMI and
+      age) and ``in_model`` (the log SUV minus the fitted model's centre shift, below):
+      ``residual_shift`` (RMS over centres of the centred per-centre mean of harmonised minus
+      scanner-free values: what is left of the scanner; the scanner-free value is the
+      measured one minus the simulator's ``scanner_log_factor``), ``error_sd`` (sd of
+      harmonised minus scanner-free), ``glucose_slope`` (OLS on glucose, BMI and age, per
+      mmol/l) next to ``true_glucose_slope`` (the same OLS on the scanner-free values), and
+      ``centre_r2`` (centre's partial R^2 given glucose, BMI and age: what one can measure
+      without the truth).
+    - ``centre_effects``: one row per (organ, centre): the model's centre shift (posterior
+      mean, q05, q95; centred over centres), ComBat's per-centre shift (centred mean of raw
+      minus harmonised), and the simulator's centred ``scanner_log_factor`` (``truth``).
+    - ``edges``: every ordered pair with directed bootstrap probability >= 0.1 or in the
+      true graph: ``probability`` (adjacency), ``direction`` (share of those resamples with
+      this orientation), ``directed`` (their product), ``learned`` (in the graph averaged at
+      probability 0.5), ``true``.
+    - ``structure``: ``compare_graphs`` of the learned graph against the truth, plus the
+      directed precision / recall of the learned edges.
+    - ``response``: one row per candidate parent of ``response`` (directed probability >= 0.1,
+      in the template or in the truth): the bootstrap ``directed`` probability and the
+      template model's coefficient (logit per unit of the parent; mean, q05, q95) and the
+      true one where the simulator's parent has the same name (the model's tumour latent
+      is identified up to rotation).
+    - ``auc``: bayesrad (template graph) vs L2 logistic regression, response, the same
+      ``cv`` folds, bootstrap 95% CIs (``bayesrad.evaluate.compare``), and a row ``oracle``:
+      the simulator's true response probability, the ceiling any model can reach on these
+      patients; ``auc_difference``: bayesrad minus L2 AUC with a paired bootstrap 95% CI
+      (``bayesrad.evaluate.paired``); both ``None`` when ``cv`` is ``None``.
+    Also ``graph`` (the learned Graph with edge confidence, for the figure; not in the
+    JSON), ``settings`` and ``seconds`` (per step).
+    """
+    import bayesrad
+    from bayesrad.evaluate import compare, paired
+    from bayesrad.evaluate import metrics as M
+    from bayesrad.evaluate.baselines import BayesNet
+    from bayesrad.features.harmonize import ComBatHarmonizer
+    from bayesrad.graph import build_node_table, learn_structure, templates
+    from bayesrad.graph.structure import compare_graphs
+    from bayesrad.model import HybridBN
+
+    seconds = {}
+    start = time.perf_counter()
+    simulation = bayesrad.simulate("wholebody_petct", n_patients=n_patients, seed=seed)
+    cohort, truth = simulation.cohort, simulation.truth
+    clinical, uptake = cohort.blocks["clinical"], cohort.blocks["organ_suv"][list(WB_ORGANS)]
+    centre = clinical["centre"].astype(str).to_numpy()
+    centres = list(clinical["centre"].cat.categories)
+    scanner = pd.Series(truth.parameters["scanner_log_factor"])[centres]
+    scanner_free = uptake.sub(scanner.reindex(centre).to_numpy(), axis=0)
+
+    rows = []
+    for organ in WB_ORGANS:
+        row = {"organ": organ, "suv_geomean": float(np.exp(uptake[organ].mean())),
+               "log_sd": float(uptake[organ].std())}
+        row.update({f"suv_{c}": float(np.exp(uptake[organ][centre == c].mean())) for c in centres})
+        rows.append(row)
+    organs = pd.DataFrame(rows)
+
+    # ComBat, with and without the biology protected
+    table = clinical[["centre", *WB_BIOLOGY]].assign(centre=centre).join(uptake)
+    harmonised = {
+        "raw": uptake,
+        "combat_naive": ComBatHarmonizer(features=list(WB_ORGANS), seed=seed).fit_transform(table),
+        "combat_protected": ComBatHarmonizer(covariates=list(WB_BIOLOGY), features=list(WB_ORGANS),
+                                             seed=seed).fit_transform(table),
+    }
+    seconds["simulate_and_combat"] = time.perf_counter() - start
+
+    # the model: the template graph, the centre a group node (random intercepts)
+    start = time.perf_counter()
+    template = templates.load("wholebody_petct")
+    fit_settings = {"seed": seed, "num_threads": 1, "num_steps": 600, "min_steps": 300,
+                    "num_samples": 200, **(fit_svi or {})}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning of the short SVI, reported in the notebook
+        model = HybridBN(template, **fit_settings).fit(cohort)
+    shift_draws = _scanner_shift_draws(model, clinical.iloc[:20], centres, WB_ORGANS)
+    shift_mean = pd.DataFrame({o: d.mean(axis=0) for o, d in shift_draws.items()}, index=centres)
+    harmonised["in_model"] = uptake - shift_mean.reindex(centre).to_numpy()
+    seconds["model_fit"] = time.perf_counter() - start
+
+    rows = []
+    biology = table[list(WB_BIOLOGY)].to_numpy(float)
+    for organ in WB_ORGANS:
+        true_slope, _ = _ols_slope_and_centre_r2(scanner_free[organ].to_numpy(), biology, centre)
+        for method, values in harmonised.items():
+            error = (values[organ] - scanner_free[organ]).to_numpy()
+            per_centre = np.array([error[centre == c].mean() for c in centres])
+            slope, r2 = _ols_slope_and_centre_r2(values[organ].to_numpy(), biology, centre)
+            rows.append({"organ": organ, "method": method,
+                         "residual_shift": float(np.sqrt(np.mean((per_centre - per_centre.mean()) ** 2))),
+                         "error_sd": float(error.std()), "glucose_slope": slope,
+                         "true_glucose_slope": true_slope, "centre_r2": r2})
+    harmonisation = pd.DataFrame(rows)
+
+    rows = []
+    centred_truth = scanner - scanner.mean()
+    for organ in WB_ORGANS:
+        draws = shift_draws[organ]
+        combat = {m: (uptake[organ] - harmonised[m][organ]).groupby(centre).mean()[centres]
+                  for m in ("combat_naive", "combat_protected")}
+        for j, c in enumerate(centres):
+            rows.append({"organ": organ, "centre": c, "model_mean": float(draws[:, j].mean()),
+                         "model_q05": float(np.quantile(draws[:, j], 0.05)),
+                         "model_q95": float(np.quantile(draws[:, j], 0.95)),
+                         **{m: float(v[c] - v.mean()) for m, v in combat.items()},
+                         "truth": float(centred_truth[c])})
+    centre_effects = pd.DataFrame(rows)
+
+    # the inter-organ network: bootstrap structure learning under the template's tiers
+    start = time.perf_counter()
+    node_table = build_node_table(cohort, seed=seed)
+    knowledge = _wholebody_knowledge(template, node_table.nodes)
+    graph = learn_structure(node_table, knowledge=knowledge, bootstrap=n_bootstrap, threshold=0.5,
+                            seed=seed)
+    seconds["structure"] = time.perf_counter() - start
+    true_edges = {(str(u), str(v)) for u, v in truth.graph.edges}
+    learned = set(graph.edges)
+    strength = graph.bootstrap_.strength()
+    strength = strength.assign(directed=strength["strength"] * strength["direction"])
+    is_true = np.array([(u, v) in true_edges for u, v in zip(strength["from"], strength["to"])])
+    edges = strength[(strength["directed"] >= 0.1) | is_true].rename(columns={"strength": "probability"})
+    edges = edges.assign(learned=[(u, v) in learned for u, v in zip(edges["from"], edges["to"])],
+                         true=[(u, v) in true_edges for u, v in zip(edges["from"], edges["to"])])
+    edges = edges.sort_values(["directed", "from", "to"], ascending=[False, True, True]).reset_index(drop=True)
+    found = len(learned & true_edges)
+    structure = dict(compare_graphs(graph, truth.graph),
+                     directed_precision=found / len(learned) if learned else float("nan"),
+                     directed_recall=found / len(true_edges), n_bootstrap=n_bootstrap, threshold=0.5)
+
+    # what the network says about response: bootstrap confidence and the model's effect
+    coefficients = model.coefficients()
+    into_response = coefficients.xs("response", level="child")
+    true_coef = truth.parameters["coef"]
+    directed = strength[strength["to"] == "response"].set_index("from")["directed"]
+    parents = sorted(set(directed[directed >= 0.1].index) | {p for p, c in true_edges if c == "response"}
+                     | {"radiomics" if p == "tumour" else p for p in template.parents("response")})
+    rows = []
+    for parent in parents:
+        keys = ([k for k in into_response.index if k.startswith("tumour")] if parent == "radiomics"
+                else [parent] if parent in into_response.index else [None])
+        for key in keys:
+            row = {"parent": parent, "model_key": key, "directed": float(directed.get(parent, 0.0)),
+                   "in_learned_graph": (parent, "response") in learned,
+                   "true": true_coef.get((parent, "response"), np.nan)}
+            for column in ("mean", "q05", "q95"):
+                row[column] = float(into_response.loc[key, column]) if key else np.nan
+            rows.append(row)
+    response = pd.DataFrame(rows)
+
+    auc = auc_difference = None
+    settings = {"n_patients": n_patients, "seed": seed, "n_bootstrap": n_bootstrap, "cv": cv,
+                "n_boot": n_boot, "fit_svi": fit_settings}
+    if cv is not None:
+        start = time.perf_counter()
+        # shorter than FAST_SVI: three fits of the template must fit the notebook's ~90 s
+        cv_svi = {"seed": seed, "num_threads": 1,
+                  **({"num_steps": 300, "min_steps": 150, "num_samples": 200} if svi is None else svi)}
+        settings["cv_svi"] = cv_svi
+        result = compare(cohort, "response", models=[BayesNet(graph=template, settings=cv_svi), "l2"],
+                         cv=cv, seed=seed, n_boot=n_boot)
+        auc_difference = paired(result, "BayesNet", "l2", "auc", n_boot=n_boot, seed=seed)
+        y = cohort.blocks["outcome"]["response"]
+        oracle = M.bootstrap_ci(M.auc, y.to_numpy(float),
+                                truth.outcome_probability["response"].reindex(y.index).to_numpy(float),
+                                n_boot=n_boot, seed=seed)
+        auc = pd.concat([result, pd.DataFrame([{"model": "oracle", "metric": "auc",
+                                                **{k: oracle[k] for k in ("estimate", "ci_low", "ci_high")}}])],
+                        ignore_index=True)
+        seconds["cv"] = time.perf_counter() - start
+    return {"organs": organs, "harmonisation": harmonisation, "centre_effects": centre_effects,
+            "edges": edges, "structure": structure, "response": response, "auc": auc,
+            "auc_difference": auc_difference,
+            "graph": graph, "model": model, "settings": settings, "seconds": seconds}
+
+
+#: the tables of ``wholebody_figures`` that settings.json keeps (and the notebook checks)
+WB_TABLES = ("organs", "harmonisation", "centre_effects", "edges", "response", "auc")
+
+
+def _wholebody_record(full: bool) -> dict:
+    """Notebook 03's entry of settings.json."""
+    if full:
+        figures = wholebody_figures(n_patients=800, n_bootstrap=100, n_boot=1000, cv="5x3", svi={},
+                                    fit_svi={"num_steps": 3000, "min_steps": 500, "num_samples": 500})
+    else:
+        figures = wholebody_figures()
+    for key in WB_TABLES:
+        if figures[key] is not None:
+            print(f"-- {key}\n{figures[key].round(3).to_string()}")
+    print(json.dumps({k: figures[k] for k in ("structure", "auc_difference")}, indent=1))
+    return {"settings": figures["settings"], "seconds": figures["seconds"],
+            "structure": figures["structure"], "auc_difference": figures["auc_difference"],
+            **{key: None if figures[key] is None else figures[key].to_dict(orient="records")
+               for key in WB_TABLES}}
+
+
 #: one entry per notebook: its key in settings.json -> a function (full: bool) -> JSON-able dict.
 #: A notebook adds its line here; ``--only KEY`` recomputes one entry and keeps the others.
 NOTEBOOKS = {
     "01_first_model": _first_model_record,
     "05_incomplete_multimodal": _incomplete_multimodal_record,
+    "03_wholebody_network": _wholebody_record,
 }
 
 

@@ -39,3 +39,31 @@ def test_recording_keeps_its_name_and_the_inner_predictions():
     np.testing.assert_allclose(got["mean"], want["mean"])
     assert len(settings._RECORD["late_fusion"]) == 1
     pd.testing.assert_frame_equal(settings._RECORD["late_fusion"][0], got)
+
+
+def test_wholebody_centre_r2_sees_a_centre_shift_and_only_that():
+    """Notebook 03's check of harmonised features: the OLS slope of the first covariate and the
+    centre's partial R^2 given the covariates (0 without a centre shift, large with one)."""
+    settings = _settings()
+    rng = np.random.default_rng(1)
+    n = 400
+    glucose = rng.normal(6.0, 1.0, n)
+    centre = rng.choice(np.array(["A", "B", "C"]), n)
+    biology = -0.12 * glucose + rng.normal(0.0, 0.05, n)
+    shift = pd.Series({"A": 0.1, "B": 0.0, "C": -0.1})[centre].to_numpy()
+    slope, r2 = settings._ols_slope_and_centre_r2(biology, glucose[:, None], centre)
+    assert abs(slope + 0.12) < 0.01 and r2 < 0.02
+    slope, r2 = settings._ols_slope_and_centre_r2(biology + shift, glucose[:, None], centre)
+    assert abs(slope + 0.12) < 0.01 and r2 > 0.5
+
+
+def test_wholebody_knowledge_renames_the_tumour_latent_and_keeps_the_centre_a_root():
+    from bayesrad.graph import templates
+
+    settings = _settings()
+    nodes = ["centre", "blood_glucose_mmol_l", "radiomics", "brain_log_suvmean", "response"]
+    knowledge = settings._wholebody_knowledge(templates.load("wholebody_petct"), nodes)
+    assert knowledge.tier_of("radiomics") == "disease" and knowledge.tier_of("tumour") is None
+    assert not knowledge.allows("blood_glucose_mmol_l", "centre")
+    assert knowledge.allows("centre", "blood_glucose_mmol_l")
+    assert ("blood_glucose_mmol_l", "brain_log_suvmean") in knowledge.required_edges()
