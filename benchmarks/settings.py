@@ -280,8 +280,8 @@ def wholebody_figures(n_patients: int = 300, seed: int = 0, n_bootstrap: int = 3
       the simulator's true response probability, the ceiling any model can reach on these
       patients; ``auc_difference``: bayesrad minus L2 AUC with a paired bootstrap 95% CI
       (``bayesrad.evaluate.paired``); both ``None`` when ``cv`` is ``None``.
-    Also ``graph`` (the learned Graph with edge confidence, for the figure; not in the
-    JSON), ``settings`` and ``seconds`` (per step).
+    Also, not in the JSON: ``graph`` (the learned Graph with edge confidence, for the figure)
+    and ``model`` (the fitted template HybridBN); and ``settings`` and ``seconds`` (per step).
     """
     import bayesrad
     from bayesrad.evaluate import compare, paired
