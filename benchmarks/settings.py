@@ -6,7 +6,8 @@ and the same seed (notebook 01, the tutorial, is executed whole and its figures 
 now: ``01_first_model`` and ``05_incomplete_multimodal`` (missing-modality curves of bayesrad
 vs early and late fusion on the simulator's ``incomplete_multimodal`` scenario, through
 ``bayesrad.evaluate.harness.missing_modality_curve``, plus calibration slope and the mean 90%
-interval width as the modality drops).
+interval width as the modality drops), and ``02_glioma_fdopa`` (``glioma_figures``: habitat
+Dice and four progression-vs-radionecrosis models on an internal split and a held-out centre).
 
 Usage: ``python benchmarks/settings.py [--quick] [--only KEY]`` (``--quick``: the notebooks' small settings,
 which are also the default; the full run uses more patients and shares).
