@@ -172,3 +172,45 @@ def test_same_seed_renders_identical_images(tmp_path):
         np.testing.assert_array_equal(_array(a.path), _array(b.path))
         np.testing.assert_array_equal(_array(a.mask_path), _array(b.mask_path))
     pd.testing.assert_frame_equal(first.truth.lesions, second.truth.lesions)
+
+
+def test_glioma_centres_shift_the_reference_uptake_as_specified():
+    from bayesrad.data.simulate.glioma_pet import BACKGROUND_LOG_SD, CENTRES, SCANNER_LOG_FACTOR
+
+    sim = simulate("glioma_pet", n_patients=800, seed=5)
+    centre = sim.cohort.blocks["clinical"]["centre"].astype(str)
+    background = sim.cohort.blocks["pet_reference"]["pet_background_log_suv"]
+    assert set(centre) == set(CENTRES)
+    assert sim.truth.centre_effects == {"pet_background_log_suv": SCANNER_LOG_FACTOR}
+    assert sim.truth.graph.has_edge("centre", "pet_background_log_suv")
+    for level, values in background.groupby(centre):
+        # each centre's mean sits on its calibration, within 4 standard errors
+        assert abs(values.mean() - SCANNER_LOG_FACTOR[level]) < 4 * BACKGROUND_LOG_SD / np.sqrt(len(values)), level
+    np.testing.assert_allclose(sim.truth.latents["scanner_factor"],
+                               np.exp(centre.map(SCANNER_LOG_FACTOR).to_numpy(float)))
+
+
+def test_glioma_pet_images_carry_the_scanner_factor(written):
+    import json
+
+    from bayesrad.data.simulate._render import Grid
+
+    sim, out = written("glioma_pet")
+    saved = json.loads((out / "truth" / "centre_effects.json").read_text())
+    assert saved == sim.truth.centre_effects
+    grid = Grid(32, SCENARIO_REGISTRY["glioma_pet"].field_of_view_mm)
+    inner_brain = ((grid.x / 45.0) ** 2 + (grid.y / 60.0) ** 2 + (grid.z / 40.0) ** 2) <= 1.0
+    images = sim.cohort.images
+    static = images[images.modality == "PET"].set_index("patient_id")
+    factor = sim.truth.latents["scanner_factor"]
+    background = {}
+    for pid, row in static.iterrows():
+        lesion = _array(row["mask_path"]) != 0
+        background[pid] = np.median(_array(row["path"])[inner_brain & ~lesion])
+    background = pd.Series(background)
+    # normal brain reads the scanner's factor times the same late uptake (~0.97 SUV) in every
+    # patient: divided by the factor it agrees across patients, undivided it does not
+    calibrated = background / factor[background.index]
+    assert calibrated.max() / calibrated.min() < 1.08
+    assert factor[background.index].max() / factor[background.index].min() > 1.15
+    assert background.max() / background.min() > 1.12

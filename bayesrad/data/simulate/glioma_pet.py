@@ -9,6 +9,18 @@ Generating DAG::
     idh_mutant, radiomics[1] -> who_grade (2-4)
     radiomics[1], radiotherapy_dose_gy, weeks_since_radiotherapy, idh_mutant -> progression
         (1 = true tumour progression, 0 = radionecrosis / treatment-related change)
+    centre -> pet_background_log_suv (block ``pet_reference``)
+
+Centres: each patient is scanned at one of ``CENTRES``, whose PET scanner calibration multiplies
+every PET intensity by ``exp(SCANNER_LOG_FACTOR[centre])`` (fixed by the scenario, in
+``truth.parameters["scanner_log_factor"]`` and, as the centre's random intercept of
+``pet_background_log_suv``, in ``truth.centre_effects``). The static and dynamic PET images
+carry the factor, so SUV-level image features (peak SUV, slopes in SUV/h) shift between
+centres; ratios and times (TBR, time to peak, curve shapes) do not. The tabular radiomics
+columns are each centre's calibrated read and carry no centre effect; the centre shows in
+``pet_background_log_suv``, the log mean SUV of normal brain, the reference region every
+centre measures. The centre node is sampled after every other node, so that adding it left
+the other columns of a seed unchanged.
 
 Images (with ``out=``), 192 mm field of view: a contrast-enhanced T1 MR (a.u.), a dynamic
 amino-acid (FET-like) PET in SUV written as a 4D NIfTI (frames start at ``FRAME_STARTS_S``,
@@ -33,6 +45,13 @@ from bayesrad.data.simulate._render import Grid, PatientImages, lobulated_blob, 
 FRAME_STARTS_S = (0, 60, 180, 300, 480, 720, 1080, 1440, 1800, 2100)
 FRAME_END_S = 2400
 BACKGROUND_SUV = 1.0
+CENTRES = ("centre_A", "centre_B", "centre_C", "centre_D")
+CENTRE_SHARES = (0.3, 0.3, 0.2, 0.2)
+# log of each scanner's calibration factor: -15% to +35% SUV, the spread of uncalibrated
+# multicentre PET before EARL-style harmonisation.
+SCANNER_LOG_FACTOR = {"centre_A": 0.0, "centre_B": -0.16, "centre_C": 0.12, "centre_D": 0.30}
+# Residual sd of the normal-brain log SUV within a centre (biology and region placement).
+BACKGROUND_LOG_SD = 0.08
 
 RADIOMICS_COLUMNS = (
     ("mr_lesion_log_volume_ml", 2.5, (0.7, 0.0), 0.08, "log(ml)"),
@@ -88,11 +107,16 @@ def generate(n: int, rng: np.random.Generator) -> dict:
     g.binary("progression", "outcome", 9.2, coefs={
         "radiomics[1]": 1.6, "radiotherapy_dose_gy": -0.15, "weeks_since_radiotherapy": 0.03, "idh_mutant": -0.6,
     })
+    centres = g.group("centre", CENTRES, CENTRE_SHARES)
+    g.continuous("pet_background_log_suv", "pet_reference", float(np.log(BACKGROUND_SUV)), BACKGROUND_LOG_SD,
+                 groups={"centre": SCANNER_LOG_FACTOR}, unit="log(SUV)")
+    scanner_factor = np.exp(np.array([SCANNER_LOG_FACTOR[c] for c in centres]))
     return {
         "generator": g,
-        "latents": image_phenotype(z[:, 0], z[:, 1]),
+        "latents": {**image_phenotype(z[:, 0], z[:, 1]), "scanner_factor": scanner_factor},
         "latent_dims": {"radiomics": ["size", "aggressiveness"]},
-        "parameters": {"frames": {"start_s": list(FRAME_STARTS_S), "end_s": FRAME_END_S}},
+        "parameters": {"frames": {"start_s": list(FRAME_STARTS_S), "end_s": FRAME_END_S},
+                       "scanner_log_factor": dict(SCANNER_LOG_FACTOR)},
     }
 
 
@@ -126,6 +150,8 @@ def render(patient: dict, rng: np.random.Generator, grid: Grid) -> PatientImages
     # Short frames hold fewer counts: noise sd scales with 1/sqrt(duration).
     relative_sd = 0.1 * np.sqrt(60.0 / (ends - starts))[:, None, None, None]
     frames = np.maximum(frames + rng.standard_normal(frames.shape) * relative_sd * np.sqrt(np.maximum(frames, 0.0)), 0.0)
+    # The centre's scanner calibration scales every reconstructed PET value (noise included).
+    frames = frames * patient["scanner_factor"]
     late = (starts >= 1200)
     static = np.average(frames[late], axis=0, weights=(ends - starts)[late])
     mr = np.where(brain, 500.0, 50.0) + np.where(treatment, 180.0, 0.0) + np.where(aggressive, 420.0, 0.0)
@@ -149,11 +175,11 @@ SCENARIO = Scenario(
     id_prefix="GL",
     modalities={
         "mr": Modality(images=("MR_T1C",), columns=tuple(c[0] for c in RADIOMICS_COLUMNS if c[0].startswith("mr_"))),
-        "pet": Modality(blocks=("radiomics",), images=("PET", "DPET")),
+        "pet": Modality(blocks=("radiomics", "pet_reference"), images=("PET", "DPET")),
     },
     default_missing={"mr": 0.05},
     generate=generate,
     render=render,
     field_of_view_mm=192.0,
-    description="glioma after radiotherapy: MR, dynamic amino-acid PET; progression vs radionecrosis",
+    description="glioma after radiotherapy, four centres: MR, dynamic amino-acid PET; progression vs radionecrosis",
 )
