@@ -43,7 +43,8 @@ GRAPH_FORMAT = "bayesrad-graph/1"
 #   observed parents: a Bayesian ridge regression with automatic relevance per block; its
 #   prior sd of each block's contribution to the linear predictor is HalfNormal(tau_scale))
 #   or "normal";
-#   family: "poisson" | "negbinom" for count nodes; mlp_hidden: width of a small MLP mean
+#   family: the likelihood family (``model/families.py``: "normal" | "student_t" for
+#   continuous nodes, "poisson" | "negbinom" for count nodes); mlp_hidden: width of a small MLP mean
 #   (continuous nodes); group_scale: scale of the random-intercept sd of a group parent;
 #   factors: "empirical_bayes" for a latent node whose loadings are probabilistic PCA of its
 #   block with k chosen by evidence (``model/factors.py``; latent_dim is then an upper bound);

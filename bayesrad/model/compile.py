@@ -25,7 +25,6 @@ latents (``guide.py``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -33,14 +32,14 @@ import numpy as np
 from bayesrad.errors import ModelError
 from bayesrad.graph.graph import Graph
 from bayesrad.model.design import Design, Preprocessor, _level_numbers
+from bayesrad.model.families import Family, GlobalSite, family_of
 
 PLATE = "patients"
 MISSING = "__missing"   # suffix of the site that imputes a missing parent value
 
-# Default prior scales on the standardised scale (weakly informative: a one-sd change of a
-# parent moves a Gaussian child by about one sd, a logit by a few units at most).
-_INTERCEPT_SCALE = {"continuous": 1.0, "binary": 2.5, "categorical": 2.5, "count": 2.0,
-                    "survival": 2.0}
+# Default coefficient prior sd on the standardised scale (weakly informative: a one-sd change
+# of a parent moves a Gaussian child by about one sd, a logit by a few units at most); each
+# family's own sites (intercept, noise, cutpoints) are in ``model/families.py``.
 _COEF_SCALE = 1.0
 # Prior sd (HalfNormal scale) of one block's contribution to a child's linear predictor under
 # ridge shrinkage: a few logit units at most for a discrete child, one sd for a Gaussian one.
@@ -137,28 +136,6 @@ class Backend:
 
 
 # ----------------------------------------------------------------------------- layout
-@dataclass
-class GlobalSite:
-    """A global (patient-independent) parameter: name, shape, support ('real'/'positive') and
-    its prior as ``(family, args)``, e.g. ``("Normal", (0.0, 1.0))``."""
-
-    name: str
-    shape: tuple[int, ...]
-    support: str
-    prior: tuple[str, tuple]
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
-
-    def prior_dist(self, be: Backend):
-        family, args = self.prior
-        d = getattr(be.dist, family)(*args)
-        if self.shape:
-            d = d.expand(self.shape).to_event(len(self.shape))
-        return d
-
-
 class Layout:
     """Everything static about a compiled graph: node order, widths, global sites.
 
@@ -186,6 +163,10 @@ class Layout:
                         for n in self.order}
         self.groups = {n: [p for p in graph.parents(n) if self.kind[p] == "group"]
                        for n in self.order}
+        #: node -> its likelihood family (``model/families.py``), for every observed node
+        self.families: dict[str, Family] = {
+            n: family_of(n, self.kind[n], graph.spec(n).prior) for n in self.order
+            if self.kind[n] not in ("latent", "group")}
         # latent nodes with empirical-Bayes factors (``model/factors.py``): their loadings,
         # column means and sds are constants of the fit, not global sites
         self.fixed: dict[str, np.ndarray] = {}
@@ -224,11 +205,6 @@ class Layout:
         node is one-hot against its reference level either way, a latent node is k-wide)."""
         return self.out_dim(name)
 
-    def family(self, name: str) -> str:
-        """Likelihood family of a count node ('poisson' or 'negbinom')."""
-        prior = self.graph.spec(name).prior or {}
-        return prior.get("family", "poisson")
-
     # sites --------------------------------------------------------------------
     def _add_sites(self, c: str) -> None:
         kind = self.kind[c]
@@ -237,22 +213,8 @@ class Layout:
         out = self.out_dim(c)
         if kind == "group":
             return
-        if kind in _INTERCEPT_SCALE:
-            scale = float(node_prior.get("intercept_scale", _INTERCEPT_SCALE[kind]))
-            self.sites.append(GlobalSite(f"{c}.intercept", (out,), "real", ("Normal", (0.0, scale))))
-        if kind == "ordinal":
-            self.sites.append(GlobalSite(f"{c}.cut_first", (), "real", ("Normal", (0.0, 3.0))))
-            if self.n_levels[c] > 2:
-                self.sites.append(GlobalSite(f"{c}.cut_gaps", (self.n_levels[c] - 2,),
-                                             "positive", ("HalfNormal", (3.0,))))
-        if kind == "continuous":
-            self.sites.append(GlobalSite(f"{c}.sd", (), "positive",
-                                         ("HalfNormal", (float(node_prior.get("noise_scale", 1.0)),))))
-        if kind == "count" and self.family(c) == "negbinom":
-            self.sites.append(GlobalSite(f"{c}.concentration", (), "positive",
-                                         ("LogNormal", (1.0, 1.0))))
-        if kind == "survival":
-            self.sites.append(GlobalSite(f"{c}.shape", (), "positive", ("LogNormal", (0.0, 1.0))))
+        if c in self.families:
+            self.sites += self.families[c].sites(c, node_prior, out, self.n_levels.get(c))
         if kind == "latent" and f"{c}.loadings" not in self.fixed:
             k, p = self.latent_dim[c], self.n_columns[c]
             self.sites += [
@@ -506,32 +468,11 @@ def linear_predictor(layout: Layout, c: str, g: dict, enc: dict, codes: dict, be
 
 
 def node_dist(layout: Layout, c: str, g: dict, eta, be: Backend):
-    """The conditional distribution of an observed node given its linear predictor."""
-    kind = layout.kind[c]
-    d = be.dist
-    if kind == "continuous":
-        return d.Normal(eta[..., 0], g[f"{c}.sd"][..., None])
-    if kind == "binary":
-        return d.Bernoulli(logits=eta[..., 0])
-    if kind == "categorical":
-        return d.Categorical(logits=be.cat([be.zeros_like_last(eta, 1), eta], axis=-1))
-    if kind == "ordinal":
-        return d.OrderedLogistic(eta[..., 0], layout.cutpoints(g, c, be)[..., None, :])
-    if kind == "count":
-        rate = be.xp.exp(eta[..., 0] + layout.stats[c]["log_mean"])
-        if layout.family(c) == "negbinom":
-            conc = g[f"{c}.concentration"][..., None]
-            return d.GammaPoisson(conc, conc / rate)
-        return d.Poisson(rate)
-    raise ModelError(f"node {c!r} of kind {kind!r} has no single-site distribution")
-
-
-def weibull_loglik(log_scale, shape, t, event, be: Backend):
-    """Log-likelihood of right-censored Weibull times: log f(t) if event else log S(t)."""
-    log_t = be.xp.log(t)
-    z = be.xp.exp(shape * (log_t - log_scale))   # (t / scale) ** shape
-    log_pdf = be.xp.log(shape) - log_scale + (shape - 1.0) * (log_t - log_scale) - z
-    return be.xp.where(event > 0.5, log_pdf, -z)
+    """The conditional distribution of an observed node given its linear predictor (its
+    family's, ``model/families.py``)."""
+    if c not in layout.families or not layout.families[c].has_site:
+        raise ModelError(f"node {c!r} of kind {layout.kind[c]!r} has no single-site distribution")
+    return layout.families[c].dist(layout, c, g, eta, be)
 
 
 def column_information(layout: Layout, c: str, g: dict, x, m, be: Backend, like):
@@ -678,49 +619,13 @@ def loglik_curvature(layout: Layout, c: str, g: dict, eta, d: dict, be: Backend,
         neg_h = eye - inv
         grad = (inv @ info[..., None])[..., 0] - (neg_h @ eta[..., None])[..., 0]
         return grad, neg_h
-    mf = be.to_float(m, like)[..., None]
-    e = eta[..., 0]
-    if kind == "continuous":
-        precision = g[f"{c}.sd"][..., None] ** -2.0
-        grad, neg_h = (x - e) * precision, precision + 0.0 * e
-    elif kind == "binary":
-        p = 1.0 / (1.0 + xp.exp(-e))
-        grad, neg_h = x - p, p * (1.0 - p)
-    elif kind == "ordinal":
-        # P(y = j) = s(c_j - eta) - s(c_{j-1} - eta): d/deta log P = a + b - 1 and
-        # -d2/deta2 log P = a(1 - a) + b(1 - b), with b = s(c_j - eta) (1 at the top level)
-        # and a = s(c_{j-1} - eta) (0 at the bottom)
-        cuts = layout.cutpoints(g, c, be)[..., None, :]
-        s = 1.0 / (1.0 + xp.exp(-(cuts - e[..., None])))
-        pad0, pad1 = be.zeros_like_last(s, 1), be.zeros_like_last(s, 1) + 1.0
-        upper = be.cat([s, pad1], axis=-1)
-        lower = be.cat([pad0, s], axis=-1)
-        code = xp.where(m, x, 0)
-        hot = be.one_hot(code, layout.n_levels[c], s.dtype)
-        b, a = (upper * hot).sum(-1), (lower * hot).sum(-1)
-        grad, neg_h = a + b - 1.0, a * (1.0 - a) + b * (1.0 - b)
-    elif kind == "count":
-        rate = xp.exp(e + layout.stats[c]["log_mean"])
-        if layout.family(c) == "negbinom":
-            conc = g[f"{c}.concentration"][..., None]
-            grad = x - (x + conc) * rate / (conc + rate)
-            neg_h = (x + conc) * conc * rate / (conc + rate) ** 2
-        else:
-            grad, neg_h = x - rate, rate
-    elif kind == "survival":
-        shape = g[f"{c}.shape"][..., None]
-        log_t = xp.log(xp.where(m, x, 1.0))
-        # (t / scale) ** shape, bounded so that a far-off expansion point stays finite
-        z = xp.exp(xp.clip(shape * (log_t - e), -30.0, 30.0))
-        grad, neg_h = shape * z - shape * d[f"e:{c}"], shape ** 2 * z
-    elif kind == "categorical":
-        p = node_dist(layout, c, g, eta, be).probs[..., 1:]
-        hot = be.one_hot(xp.where(m, x, 0), layout.n_levels[c], p.dtype)[..., 1:]
-        grad = (hot - p) * mf
-        neg_h = (be.diag_embed(p) - p[..., :, None] * p[..., None, :]) * mf[..., None]
-        return grad, neg_h
-    else:
+    family = layout.families.get(c)
+    if family is None:
         raise ModelError(f"node {c!r} of kind {kind!r} has no likelihood in its parents")
+    mf = be.to_float(m, like)[..., None]
+    grad, neg_h = family.curvature(layout, c, g, eta, x, m, d, be)
+    if family.multi_output:
+        return grad * mf, neg_h * mf[..., None]
     return grad[..., None] * mf, (neg_h * mf[..., 0])[..., None, None]
 
 
@@ -768,12 +673,11 @@ def _model_nodes(layout: Layout, be: Backend, g: dict, d: dict) -> None:
             be.factor(f"{c}.columns", block_loglik(layout, c, g, z, x, m, be, like))
             enc[c] = z
             continue
-        if kind == "survival":
-            ll = weibull_loglik(eta[..., 0], g[f"{c}.shape"][..., None], be.xp.where(m, x, 1.0),
-                                d[f"e:{c}"], be)
-            be.factor(c, be.xp.where(m, ll, 0.0))
+        family = layout.families[c]
+        if not family.has_site:
+            be.factor(c, family.log_lik(layout, c, g, eta, x, m, d, be))
             continue
-        fam = node_dist(layout, c, g, eta, be)
+        fam = family.dist(layout, c, g, eta, be)
         # the children read the site's value, not x: the same x when conditioned, but the
         # intervened value under poutine.do and a fresh draw under poutine.uncondition, so
         # that Pyro's own handlers give interventions and predictions on this model
@@ -783,7 +687,10 @@ def _model_nodes(layout: Layout, be: Backend, g: dict, d: dict) -> None:
             continue
         if c in layout.impute:
             if kind == "continuous":
-                imputed = be.sample(c + MISSING, fam)
+                # masked to the patients missing the value (the guide's site is too): an
+                # observed patient's draw would be unused, and q and p of it cancel exactly
+                # only when q is the family's own conditional
+                imputed = be.sample(c + MISSING, fam.mask(~m))
                 value = be.xp.where(m, value, imputed)
             elif kind == "count":
                 raise ModelError(f"count node {c!r} has missing values and children; a missing "
@@ -866,11 +773,7 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
 
 
 def _simulate_node(layout, c, g, eta, be):
-    if layout.kind[c] == "survival":
-        shape = g[f"{c}.shape"][..., None]
-        u = be.xp.rand(eta[..., 0].shape).clamp_min(1e-12)
-        return eta[..., 0].exp() * (-u.log()) ** (1.0 / shape)
-    return node_dist(layout, c, g, eta, be).sample()
+    return layout.families[c].simulate(layout, c, g, eta, be)
 
 
 def expected_encoding(layout, c, fam, x, m, be, like):

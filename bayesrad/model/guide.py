@@ -297,16 +297,16 @@ def local_guide(layout: Layout, g: dict, d: dict, be: Backend, draw, newton_step
                                              eta + info, None, newton_steps)
             enc[c] = draw(c, PrecisionNormal(mean, prec, tril))
         elif kind == "continuous":
-            sd = g[f"{c}.sd"][..., None]
-            prec = (sd ** -2.0 + 0.0 * eta[..., 0])[..., None, None]
+            # the family's precision about its location: exact for a Gaussian node, the
+            # Fisher information of a heavier-tailed one (a Gaussian q of its missing value)
+            noise_prec = layout.families[c].noise_precision(layout, c, g)
+            prec = (noise_prec + 0.0 * eta[..., 0])[..., None, None]
             missing = be.to_float(~m, like)
             mean, prec, _ = _add_children(layout, c, g, enc, point, codes, blocks, d, be, prec,
-                                          eta * sd[..., None] ** -2.0, missing, newton_steps)
-            # observed patients keep the model's own conditional, so that their (unused)
-            # imputation site cancels exactly between model and guide
-            loc = be.xp.where(m, eta[..., 0], mean[..., 0])
-            scale = be.xp.where(m, sd + 0.0 * eta[..., 0], prec[..., 0, 0] ** -0.5)
-            value = be.xp.where(m, x, draw(c + MISSING, be.dist.Normal(loc, scale)))
+                                          eta * noise_prec[..., None], missing, newton_steps)
+            # the site is masked to the missing patients, as the model's is
+            q = be.dist.Normal(mean[..., 0], prec[..., 0, 0] ** -0.5)
+            value = be.xp.where(m, x, draw(c + MISSING, q.mask(~m)))
             enc[c] = encode(layout, c, value, be, like)
         else:
             enc[c] = expected_encoding(layout, c, node_dist(layout, c, g, eta, be), x, m, be, like)
@@ -357,7 +357,7 @@ def _add_children(layout, c, g, enc, point, codes, blocks, d, be, prec, info, we
         mixed[c] = 0.0 * point[c]
         base = linear_predictor(layout, child, g, mixed, codes, be, like)
         coef = layout.coef(g, child, c, be)                            # (..., k, out)
-        quadratic = layout.kind[child] in ("continuous", "latent")
+        quadratic = layout.kind[child] == "latent" or layout.families[child].gaussian
         (exact if quadratic else laplace).append((child, coef, base))
 
     def information(children, z_hat):

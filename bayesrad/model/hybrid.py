@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator
 from bayesrad.errors import ModelError, NotFittedError, plain
 from bayesrad.graph.graph import Graph
 from bayesrad.model.compile import (Backend, Layout, design_arrays, local_pass, make_model,
-                                    node_dist, weibull_loglik)
+                                    node_dist)
 from bayesrad.model.design import Design, Preprocessor, _level_numbers, blocks_of
 from bayesrad.model import particles
 from bayesrad.model.guide import GlobalPosterior
@@ -869,11 +869,7 @@ class HybridBN(BaseEstimator):
             if kind in ("latent", "group"):
                 continue
             x, m = arrays[f"x:{c}"], arrays[f"m:{c}"]
-            if kind == "survival":
-                ll = weibull_loglik(eta[..., 0], g[f"{c}.shape"][:, None], torch.where(m, x, 1.0),
-                                    arrays[f"e:{c}"], be)
-            else:
-                ll = node_dist(layout, c, g, eta, be).log_prob(x)
+            ll = layout.families[c].log_lik(layout, c, g, eta, x, m, arrays, be)
             out[c] = torch.where(m, ll, torch.nan).numpy()
         return out
 
@@ -936,12 +932,7 @@ class HybridBN(BaseEstimator):
             values = local_pass(layout, g, arrays, be, lambda name, fn: fn.sample(), mode="predict")
             eta = values["__eta__"][c]
             m = design.observed[c]
-            if layout.kind[c] == "survival":
-                shape = g[f"{c}.shape"][:, None]
-                u = torch.rand_like(eta[..., 0]).clamp_min(1e-12)
-                rep = eta[..., 0].exp() * (-u.log()) ** (1.0 / shape)
-            else:
-                rep = node_dist(layout, c, g, eta, be).sample()
+            rep = layout.families[c].simulate(layout, c, g, eta, be)
         return rep.numpy()[:, m].reshape(n_chains, n_draws, -1)
 
     # ------------------------------------------------------------------ persistence

@@ -31,8 +31,7 @@ import pandas as pd
 import torch
 
 from bayesrad.model.compile import (Backend, Layout, encode, latent_marginal_loglik,
-                                    latent_posterior, linear_predictor, node_dist,
-                                    weibull_loglik)
+                                    latent_posterior, linear_predictor)
 
 # Summaries reported for every posterior quantity (name -> probability).
 QUANTILES = {"q025": 0.025, "q05": 0.05, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q95": 0.95,
@@ -210,21 +209,19 @@ def propose(layout: Layout, g: dict, d: dict, draw, *, target: str | None = None
             values[c] = enc[c] = z
             continue
         own = m & ~folded.get(c, torch.zeros_like(m))
-        if kind == "survival":
-            ll = weibull_loglik(eta[..., 0], g[f"{c}.shape"][..., None], torch.where(m, x, 1.0),
-                                d[f"e:{c}"], be)
-            log_weight = log_weight + torch.where(m, ll, 0.0)
+        family = layout.families[c]
+        if not family.has_site:
+            log_weight = log_weight + family.log_lik(layout, c, g, eta, x, m, d, be)
             continue
-        fam = node_dist(layout, c, g, eta, be)
+        fam = family.dist(layout, c, g, eta, be)
         log_weight = log_weight + torch.where(own, fam.log_prob(x), 0.0)
         if not layout.graph.children(c) and c != target:
             continue
         if bool(m.all()):
             value = x                     # nothing to draw: every patient observed it
-        elif kind == "continuous":
+        elif family.gaussian:
             # the missing value's conditional given its linear-Gaussian observed children
-            sd = g[f"{c}.sd"][..., None]
-            mean, prec = eta, (1.0 / sd ** 2)[..., None, None]
+            mean, prec = eta, family.noise_precision(layout, c, g)[..., None, None]
             mean, prec, gain = _fold(layout, c, g, enc, codes, d, do, folded, ~m, mean, prec)
             log_weight = log_weight + torch.where(m, 0.0, gain)
             drawn = draw(torch.distributions.Normal(mean[..., 0], prec[..., 0, 0].rsqrt()))
@@ -260,8 +257,8 @@ def _fold(layout, c, g, enc, codes, d, do, folded, unknown, mean, prec):
     fit_before = (rhs * mean).sum(-1)
     new_prec, const, any_child = prec, zero, False
     for v in layout.graph.children(c):
-        if (layout.kind[v] != "continuous" or f"{v}.mlp_w1" in g or v in do
-                or c not in layout.parents[v]):
+        if (not getattr(layout.families.get(v), "gaussian", False) or f"{v}.mlp_w1" in g
+                or v in do or c not in layout.parents[v]):
             continue
         mask = d[f"m:{v}"] & unknown & ~folded.get(v, torch.zeros_like(unknown))
         known, others = {}, {}
@@ -282,7 +279,7 @@ def _fold(layout, c, g, enc, codes, d, do, folded, unknown, mean, prec):
         known[c] = torch.zeros(mean.shape, dtype=mean.dtype)      # v's predictor without c
         rest = linear_predictor(layout, v, g, known, codes, be, like)[..., 0]       # (..., n)
         w = layout.coef(g, v, c, be)[..., 0]                                     # (..., k)
-        inv_var = 1.0 / g[f"{v}.sd"][..., None] ** 2                             # (..., 1)
+        inv_var = layout.families[v].noise_precision(layout, v, g)               # (..., 1)
         mf = mask.to(mean.dtype)
         resid = d[f"x:{v}"] - rest
         w_n = w[..., None, :]                                                    # (..., 1, k)

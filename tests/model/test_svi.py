@@ -30,7 +30,10 @@ def _cohort(n=40, seed=0, missing_binary=False):
         "histology": rng.choice(["adeno", "squamous", "large"], n),
         "nodes": rng.poisson(2.0, n).astype(float), "dose": rng.normal(60, 4, n),
         "lc": rng.integers(0, 2, n).astype(float), "os": rng.exponential(500.0, n) + 1.0,
-        "os_event": rng.integers(0, 2, n).astype(float)}, index=ids)
+        "os_event": rng.integers(0, 2, n).astype(float),
+        # a heavy-tailed feature, missing for some patients and a parent of lc: the
+        # Student-t family, its masked imputation site and its Gaussian q in the guide
+        "texture": np.where(np.arange(n) % 7 == 2, np.nan, rng.standard_t(3, n))}, index=ids)
     block = pd.DataFrame(rng.normal(size=(n, 6)), index=ids, columns=[f"f{j}" for j in range(6)])
     block = block.drop(index=ids[::4])                  # patients without imaging
     nodes = [NodeSpec("age_years", "continuous"), NodeSpec("smoker", "binary"),
@@ -38,10 +41,12 @@ def _cohort(n=40, seed=0, missing_binary=False):
              NodeSpec("img", "latent", block="imaging", latent_dim=2),
              NodeSpec("nodes", "count", prior={"family": "negbinom"}),
              NodeSpec("dose", "continuous"), NodeSpec("lc", "binary"),
-             NodeSpec("os", "survival", event="os_event")]
+             NodeSpec("os", "survival", event="os_event"),
+             NodeSpec("texture", "continuous", prior={"family": "student_t"})]
     edges = [("age_years", "img"), ("smoker", "img"), ("histology", "img"), ("img", "stage"),
              ("img", "nodes"), ("stage", "dose"), ("img", "dose"), ("dose", "lc"), ("img", "lc"),
-             ("smoker", "lc"), ("age_years", "os"), ("lc", "os"), ("img", "os")]
+             ("smoker", "lc"), ("age_years", "os"), ("lc", "os"), ("img", "os"),
+             ("img", "texture"), ("texture", "lc")]
     return Graph(nodes, edges), {"clinical": clinical, "imaging": block}
 
 
