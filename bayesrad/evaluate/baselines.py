@@ -171,9 +171,11 @@ def _logistic_pipeline(penalty: str, n_cs: int, inner_cv: int, seed: int, impute
         _imputer(imputer, seed), StandardScaler(),
         # C by inner stratified CV on the training fold only (log-loss, so that the chosen C
         # gives probabilities, not only a ranking)
+        # the penalty as l1_ratios (scikit-learn 1.8 deprecated penalty=, 1.10 removes it)
         LogisticRegressionCV(Cs=n_cs, cv=StratifiedKFold(inner_cv, shuffle=True, random_state=seed),
-                             penalty=penalty, solver=solver, scoring="neg_log_loss",
-                             max_iter=5000, tol=1e-3))
+                             l1_ratios=(1.0,) if penalty == "l1" else (0.0,), solver=solver,
+                             scoring="neg_log_loss", max_iter=5000, tol=1e-3,
+                             use_legacy_attributes=False))
 
 
 class LogisticBaseline(_Baseline):
