@@ -47,7 +47,7 @@ test: $(STAMP)
 	-test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || true
 	# one worker per core (at most 4), a test file's tests on one worker (module fixtures built once,
 	# the browser tests in order); tests/conftest.py keeps each worker to one thread
-	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile --durations=15
 
 benchmarks: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b --quick || exit 1; done
