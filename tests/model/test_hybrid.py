@@ -13,7 +13,7 @@ from bayesrad.errors import GraphError, ModelError, ModelFileError, NotFittedErr
 from bayesrad.evaluate import auc, concordance, coverage, ece, survival_calibration
 from bayesrad.model import HybridBN
 
-from conftest import FIT, TRUTH, toy_cohort, toy_graph
+from model_fixtures import FIT, TRUTH, toy_cohort, toy_graph
 
 
 def test_binary_outcome_calibrated_and_close_to_oracle(complete_fit):
