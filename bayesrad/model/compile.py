@@ -1,8 +1,11 @@
-"""One description of the node families, compiled to a Pyro model and to a NumPyro model.
+"""The graph compiled to a Pyro model and to a NumPyro model.
 
-The families are written once against a small backend shim (``Backend``): distributions come
-from ``pyro.distributions`` or ``numpyro.distributions`` (same names, same ``.mask`` and
-``.to_event``), primitives are ``sample`` / ``plate`` / ``factor``, and tensor operations are
+Each observed node's likelihood family (its own sites, distribution, curvature) is in
+``families.py``; this module adds what the graph adds: parent encodings, linear predictors with
+their coefficient priors (normal, sign, ridge, horseshoe, MLP, group intercepts), latent blocks
+and the model function. Both are written once against a small backend shim (``Backend``):
+distributions come from ``pyro.distributions`` or ``numpyro.distributions`` (same names, same
+``.mask`` and ``.to_event``), primitives are ``sample`` / ``plate`` / ``factor``, and tensor operations are
 torch or jax.numpy. ``Layout`` fixes, from a graph and its fitted ``Preprocessor``, every global
 site (name, shape, support, prior); ``make_model`` returns a plain model function
 ``model(data)`` for either back end.
