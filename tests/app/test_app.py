@@ -70,7 +70,8 @@ def test_slider_answer_is_the_models_do_answer(served):
     model, state, page = served
     # choose a cohort patient: their dose appears in its input
     page.click("#patient")
-    page.get_by_text("P003", exact=True).click()
+    page.keyboard.type("P003")      # searched first: see test_app_targets._choose_patient
+    page.locator(".dash-options-list-option", has_text="P003").click()
     dose_input = page.locator("input[id*='dose_mean_gy']")
     page.wait_for_function("document.querySelector(\"input[id*='dose_mean_gy']\").value !== ''")
     assert "P003" in page.inner_text("#patient")
