@@ -632,6 +632,76 @@ def loglik_curvature(layout: Layout, c: str, g: dict, eta, d: dict, be: Backend,
     return grad[..., None] * mf, (neg_h * mf[..., 0])[..., None, None]
 
 
+# ----------------------------------------------------------------------------- the walk
+class Walk:
+    """The state of one pass through the graph (``walk``), handed to its visitor.
+
+    ``enc``: the encodings of the nodes visited so far (z for a latent block), which their
+    children's linear predictors read; ``codes``: group codes (n,), -1 where unknown;
+    ``values``: every value set so far (model scale; intervened and shifted values included);
+    ``etas``: the linear predictors computed by ``eta``; ``do`` / ``shift``: the pass's
+    interventions (model scale).
+    """
+
+    __slots__ = ("layout", "g", "d", "be", "like", "codes", "enc", "values", "etas", "do",
+                 "shift")
+
+    def __init__(self, layout, g, d, be, do=None, shift=None):
+        self.layout, self.g, self.d, self.be, self.like = layout, g, d, be, d["one"]
+        self.do, self.shift = dict(do or {}), dict(shift or {})
+        self.codes = {c: be.xp.where(d[f"m:{c}"], d[f"x:{c}"], -1) for c in layout.order
+                      if layout.kind[c] == "group"}
+        self.enc = {}
+        self.values, self.etas = {}, {}
+
+    def eta(self, c: str):
+        """Node ``c``'s linear predictor (..., n, out_dim) given the encodings set so far."""
+        eta = linear_predictor(self.layout, c, self.g, self.enc, self.codes, self.be, self.like)
+        self.etas[c] = eta
+        return eta
+
+    def data(self, c: str):
+        """Node ``c``'s design arrays: values (model scale; codes for discrete) and mask."""
+        return self.d[f"x:{c}"], self.d[f"m:{c}"]
+
+
+def walk(layout: Layout, g: dict, d: dict, be: Backend, visit: Callable[[Walk, str], Any], *,
+         do: dict | None = None, shift: dict | None = None, nodes=None,
+         encoded: bool = False) -> Walk:
+    """The one walk through the graph that every pass shares.
+
+    Nodes are visited in topological order (only those in ``nodes`` when given; group nodes
+    only as codes). An intervened node (``do``) takes its value and its incoming edges are cut
+    (its parents are not read); any other node's value is what ``visit(walk, c)`` returns
+    (model scale: codes for discrete nodes, z (..., n, k) for a latent block; None when no
+    later node reads it), plus ``shift[c]`` when shifted (a count stays >= 0). Its encoding
+    (``encode``) is what the linear predictors of its children read; with ``encoded=True``
+    the visitor returns the encoding itself (the guide's expected encoding of a missing
+    discrete parent is not a value). What differs between passes is only the visitor: the
+    model's sample statements (``make_model``), ancestral prediction and simulation
+    (``local_pass``), the weighted particle proposal (``particles.propose``), the
+    counterfactual twin (``counterfactual.counterfactual_pass``) and the amortised guide
+    (``guide.local_guide``). Returns the walk's final state.
+    """
+    w = Walk(layout, g, d, be, do=do, shift=shift)
+    for c in layout.order:
+        if layout.kind[c] == "group" or (nodes is not None and c not in nodes):
+            continue
+        if c in w.do:
+            value = w.do[c]
+        else:
+            value = visit(w, c)
+            if value is None:
+                continue
+            if c in w.shift:
+                value = value + w.shift[c]
+                if layout.kind[c] == "count":
+                    value = value.clamp_min(0.0)
+        w.values[c] = value
+        w.enc[c] = value if encoded else encode(layout, c, value, be, w.like)
+    return w
+
+
 # ----------------------------------------------------------------------------- the model
 def make_model(layout: Layout, be: Backend, n_patients: int, subsample_size: int | None = None
                ) -> Callable[[dict], None]:
@@ -662,45 +732,45 @@ def make_model(layout: Layout, be: Backend, n_patients: int, subsample_size: int
 
 
 def _model_nodes(layout: Layout, be: Backend, g: dict, d: dict) -> None:
-    enc, codes = {}, {}
-    like = d["one"]
-    for c in layout.order:
-        kind = layout.kind[c]
-        x, m = d[f"x:{c}"], d[f"m:{c}"]
-        if kind == "group":
-            codes[c] = be.xp.where(m, x, -1)
-            continue
-        eta = linear_predictor(layout, c, g, enc, codes, be, like)
-        if kind == "latent":
-            z = be.sample(c, be.dist.Normal(eta, 1.0).to_event(1))
-            be.factor(f"{c}.columns", block_loglik(layout, c, g, z, x, m, be, like))
-            enc[c] = z
-            continue
-        family = layout.families[c]
-        if not family.has_site:
-            be.factor(c, family.log_lik(layout, c, g, eta, x, m, d, be))
-            continue
-        fam = family.dist(layout, c, g, eta, be)
-        # the children read the site's value, not x: the same x when conditioned, but the
-        # intervened value under poutine.do and a fresh draw under poutine.uncondition, so
-        # that Pyro's own handlers give interventions and predictions on this model
-        # (tests/model/test_pinning.py pins HybridBN's answers to them)
-        value = be.sample(c, fam.mask(m), obs=x)
-        if not layout.graph.children(c):
-            continue
-        if c in layout.impute:
-            if kind == "continuous":
-                # masked to the patients missing the value (the guide's site is too): an
-                # observed patient's draw would be unused, and q and p of it cancel exactly
-                # only when q is the family's own conditional
-                imputed = be.sample(c + MISSING, fam.mask(~m))
-                value = be.xp.where(m, value, imputed)
-            elif kind == "count":
-                raise ModelError(f"count node {c!r} has missing values and children; a missing "
-                                 "count parent cannot be imputed: give complete values")
-            else:
-                value = _enumerate_missing(layout, c, fam, x, m, be, like)
-        enc[c] = encode(layout, c, value, be, like)
+    """The model's sample statements for one plate of patients: the walk with a visitor that
+    samples each node (``be.sample`` / ``be.factor``)."""
+    walk(layout, g, d, be, _sample_node)
+
+
+def _sample_node(w: Walk, c: str):
+    layout, be, g = w.layout, w.be, w.g
+    kind = layout.kind[c]
+    x, m = w.data(c)
+    eta = w.eta(c)
+    if kind == "latent":
+        z = be.sample(c, be.dist.Normal(eta, 1.0).to_event(1))
+        be.factor(f"{c}.columns", block_loglik(layout, c, g, z, x, m, be, w.like))
+        return z
+    family = layout.families[c]
+    if not family.has_site:
+        be.factor(c, family.log_lik(layout, c, g, eta, x, m, w.d, be))
+        return None
+    fam = family.dist(layout, c, g, eta, be)
+    # the children read the site's value, not x: the same x when conditioned, but the
+    # intervened value under poutine.do and a fresh draw under poutine.uncondition, so
+    # that Pyro's own handlers give interventions and predictions on this model
+    # (tests/model/test_pinning.py pins HybridBN's answers to them)
+    value = be.sample(c, fam.mask(m), obs=x)
+    if not layout.graph.children(c):
+        return None
+    if c in layout.impute:
+        if kind == "continuous":
+            # masked to the patients missing the value (the guide's site is too): an
+            # observed patient's draw would be unused, and q and p of it cancel exactly
+            # only when q is the family's own conditional
+            imputed = be.sample(c + MISSING, fam.mask(~m))
+            value = be.xp.where(m, value, imputed)
+        elif kind == "count":
+            raise ModelError(f"count node {c!r} has missing values and children; a missing "
+                             "count parent cannot be imputed: give complete values")
+        else:
+            value = _enumerate_missing(layout, c, fam, x, m, be, w.like)
+    return value
 
 
 def _enumerate_missing(layout, c, fam, x, m, be, like):
@@ -735,43 +805,35 @@ def local_pass(layout: Layout, g: dict, d: dict, be: Backend, draw: Callable, *,
     Returns ``{node: value}`` (codes for discrete nodes, z for latents) and, under
     ``"__eta__"``, the linear predictors ``{node: eta}``.
     """
-    do = do or {}
-    enc, codes, values, etas = {}, {}, {}, {}
-    like = d["one"]
-    for c in layout.order:
+    if mode not in ("predict", "simulate"):
+        raise ValueError(f"mode must be 'predict' or 'simulate', not {mode!r}")
+
+    def visit(w: Walk, c: str):
         kind = layout.kind[c]
-        x, m = d[f"x:{c}"], d[f"m:{c}"]
-        if kind == "group":
-            codes[c] = be.xp.where(m, x, -1)
-            continue
-        if c in do:
-            value = do[c]
-            values[c] = value
-            enc[c] = encode(layout, c, value, be, like)
-            continue
-        eta = linear_predictor(layout, c, g, enc, codes, be, like)
-        etas[c] = eta
+        x, m = w.data(c)
+        eta = w.eta(c)
         if kind == "latent":
-            mean, prec = latent_posterior(layout, c, g, eta, x, m, be, like)
+            mean, prec = latent_posterior(layout, c, g, eta, x, m, be, w.like)
             z = draw(c, be.dist.MultivariateNormal(mean, precision_matrix=prec))
-            values[c] = enc[c] = z
             if mode == "simulate":
                 loc = layout.col_mean(g, c, be)[..., None, :] + z @ layout.loadings(g, c, be)
-                values[f"{c}.columns"] = be.dist.Normal(loc, layout.col_sd(g, c, be)[..., None, :]).sample()
-            continue
+                w.values[f"{c}.columns"] = be.dist.Normal(
+                    loc, layout.col_sd(g, c, be)[..., None, :]).sample()
+            return z
         if mode == "simulate":
-            values[c] = _simulate_node(layout, c, g, eta, be)
-            if kind != "survival":
-                enc[c] = encode(layout, c, values[c], be, like)
-            continue
+            value = _simulate_node(layout, c, g, eta, be)
+            if kind == "survival":
+                w.values[c] = value       # an uncensored time: no child reads it
+                return None
+            return value
         if kind == "survival" or (not layout.graph.children(c) and c != target):
-            continue
-        fam = node_dist(layout, c, g, eta, be)
-        drawn = fam.sample()
-        value = be.xp.where(m, x, drawn) if c != target else drawn
-        values[c] = value
-        enc[c] = encode(layout, c, value, be, like)
-    values["__eta__"] = etas
+            return None
+        drawn = node_dist(layout, c, g, eta, be).sample()
+        return be.xp.where(m, x, drawn) if c != target else drawn
+
+    w = walk(layout, g, d, be, visit, do=do)
+    values = dict(w.values)
+    values["__eta__"] = w.etas
     return values
 
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 import torch
 
 from bayesrad.errors import ModelError
-from bayesrad.model.compile import Backend, Layout, encode, linear_predictor, node_dist
+from bayesrad.model.compile import Backend, Layout, node_dist, walk
 
 # Largest count the inverse CDF of a count node looks at (beyond it the CDF is 1 here).
 _MAX_COUNT = 500
@@ -43,40 +43,32 @@ def counterfactual_pass(layout: Layout, g: dict, d: dict, values: Mapping, targe
     scale; else None), "probs": Rao-Blackwellised probabilities (binary: P(1), (S, L, n);
     ordinal: (S, L, n, K); else None)}``.
     """
-    like = d["one"]
     downstream: set[str] = set()
     for node in (*do, *shift):
         downstream |= layout.graph.descendants(node)
     if target not in downstream:
         raise ModelError(f"counterfactual: no intervened node ({sorted({*do, *shift})}) has a "
                          f"path to {target!r}, so its counterfactual is its factual value")
-    relevant = layout.graph.ancestors(target) | {target}
-    enc, codes = {}, {}
-    for c in layout.order:
-        kind = layout.kind[c]
-        x, m = d[f"x:{c}"], d[f"m:{c}"]
-        if kind == "group":
-            codes[c] = be.xp.where(m, x, -1)
-            continue
-        if c not in relevant:
-            continue
-        factual = values.get(c, x)
-        if c in do:
-            value = do[c]
-        elif c in shift:
-            value = factual + shift[c]
-            if kind == "count":
-                value = value.clamp_min(0.0)
-        elif c in downstream:
-            eta_f = values["__eta__"][c]
-            eta_cf = linear_predictor(layout, c, g, enc, codes, be, like)
-            if c == target:
-                return _target(layout, c, g, d, factual, eta_f, eta_cf, be)
-            value = _recompute(layout, c, g, factual, eta_f, eta_cf, be)
-        else:
-            value = factual
-        enc[c] = encode(layout, c, value, be, like)
-    raise ModelError(f"counterfactual: target {target!r} was not reached")
+    answer = {}
+
+    def visit(w, c: str):
+        # the twin world: the factual value of every node not downstream of an intervention
+        # (its noise is unchanged and so is its value), recomputed with the factual noise below
+        factual = values.get(c, w.data(c)[0])
+        if c in shift or c not in downstream:
+            return factual                # a shifted node: the walk adds the shift
+        eta_cf = w.eta(c)
+        if c == target:
+            answer.update(_target(layout, c, g, d, factual, values["__eta__"][c], eta_cf, be))
+            return None
+        return _recompute(layout, c, g, factual, values["__eta__"][c], eta_cf, be)
+
+    # the target's ancestors come before it in topological order: it is the walk's last node
+    walk(layout, g, d, be, visit, do=do, shift=shift,
+         nodes=layout.graph.ancestors(target) | {target})
+    if not answer:
+        raise ModelError(f"counterfactual: target {target!r} was not reached")
+    return answer
 
 
 def _uniform_like(t: torch.Tensor) -> torch.Tensor:

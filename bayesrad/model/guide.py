@@ -21,7 +21,7 @@ import torch
 
 from bayesrad.model.compile import (MISSING, PLATE, Backend, Layout, column_information, encode,
                                     expected_encoding, linear_predictor, loglik_curvature,
-                                    node_dist)
+                                    node_dist, walk)
 
 # Initial sd of the unconstrained globals (as AutoNormal's init_scale).
 _INIT_SCALE = 0.1
@@ -265,92 +265,83 @@ def local_guide(layout: Layout, g: dict, d: dict, be: Backend, draw, newton_step
     discrete parents are enumerated by the model; here they enter with their expected
     encoding.
     """
-    like = d["one"]
     PrecisionNormal = _precision_normal()
-    codes = {c: be.xp.where(d[f"m:{c}"], d[f"x:{c}"], -1) for c in layout.order
-             if layout.kind[c] == "group"}
-    blocks = {c: column_information(layout, c, g, d[f"x:{c}"], d[f"m:{c}"], be, like)
+    blocks = {c: column_information(layout, c, g, d[f"x:{c}"], d[f"m:{c}"], be, d["one"])
               for c in layout.order if layout.kind[c] == "latent"}
-    point = _point_encodings(layout, g, d, be, codes, blocks)
-    enc = {}
-    for c in layout.order:
+    point = _point_encodings(layout, g, d, be, blocks)
+
+    def visit(w, c: str):
         kind = layout.kind[c]
-        x, m = d[f"x:{c}"], d[f"m:{c}"]
         if kind != "latent" and c not in layout.impute:
-            if c in point:
-                enc[c] = point[c]
-            continue
-        eta = linear_predictor(layout, c, g, enc, codes, be, like)
+            return point.get(c)           # observed in training: its value's encoding
+        x, m = w.data(c)
+        eta = w.eta(c)
         if kind == "latent" and f"{c}.loadings" in layout.fixed:
             # empirical-Bayes factors (model/factors.py) are cut from their children: q(z) is
             # the exact posterior given the block and the parents, a valid (if not the
             # tightest) ELBO whose precision is a constant of the fit, factorised once per
             # data set instead of once per step (a 49-factor radiomics block spent most of a
             # step in this Cholesky and its gradient)
-            prec, tril = _fixed_factor(layout, c, blocks[c][0], m, be, like)
+            prec, tril = _fixed_factor(layout, c, blocks[c][0], m, be, w.like)
             mean = torch.cholesky_solve((eta + blocks[c][1])[..., None], tril)[..., 0]
-            enc[c] = draw(c, PrecisionNormal(mean, prec, tril))
-        elif kind == "latent":
+            return draw(c, PrecisionNormal(mean, prec, tril))
+        if kind == "latent":
             prec, info = blocks[c]
-            prec = be.eye(layout.latent_dim[c], like) + prec
-            mean, prec, tril = _add_children(layout, c, g, enc, point, codes, blocks, d, be, prec,
-                                             eta + info, None, newton_steps)
-            enc[c] = draw(c, PrecisionNormal(mean, prec, tril))
-        elif kind == "continuous":
+            prec = be.eye(layout.latent_dim[c], w.like) + prec
+            mean, prec, tril = _add_children(layout, c, g, w, point, blocks, prec, eta + info,
+                                             None, newton_steps)
+            return draw(c, PrecisionNormal(mean, prec, tril))
+        if kind == "continuous":
             # the family's precision about its location: exact for a Gaussian node, the
             # Fisher information of a heavier-tailed one (a Gaussian q of its missing value)
             noise_prec = layout.families[c].noise_precision(layout, c, g)
             prec = (noise_prec + 0.0 * eta[..., 0])[..., None, None]
-            missing = be.to_float(~m, like)
-            mean, prec, _ = _add_children(layout, c, g, enc, point, codes, blocks, d, be, prec,
+            missing = be.to_float(~m, w.like)
+            mean, prec, _ = _add_children(layout, c, g, w, point, blocks, prec,
                                           eta * noise_prec[..., None], missing, newton_steps)
             # the site is masked to the missing patients, as the model's is
             q = be.dist.Normal(mean[..., 0], prec[..., 0, 0] ** -0.5)
             value = be.xp.where(m, x, draw(c + MISSING, q.mask(~m)))
-            enc[c] = encode(layout, c, value, be, like)
-        else:
-            enc[c] = expected_encoding(layout, c, node_dist(layout, c, g, eta, be), x, m, be, like)
-    return enc
+            return encode(layout, c, value, be, w.like)
+        return expected_encoding(layout, c, node_dist(layout, c, g, eta, be), x, m, be, w.like)
+
+    return walk(layout, g, d, be, visit, encoded=True).enc
 
 
-def _point_encodings(layout: Layout, g: dict, d: dict, be: Backend, codes: dict, blocks: dict
-                     ) -> dict:
+def _point_encodings(layout: Layout, g: dict, d: dict, be: Backend, blocks: dict) -> dict:
     """A point value of the encoding of every node with children: observed values, the
     conditional mean of a missing continuous value, the expected encoding of a missing
     discrete one, the mean of a latent given its parents and block (``blocks``: its
     ``column_information``; children ignored)."""
-    like = d["one"]
-    point = {}
-    for c in layout.order:
+
+    def visit(w, c: str):
         kind = layout.kind[c]
-        if kind == "group" or not layout.graph.children(c):
-            continue
-        x, m = d[f"x:{c}"], d[f"m:{c}"]
+        if not layout.graph.children(c):
+            return None
+        x, m = w.data(c)
         if kind != "latent" and c not in layout.impute:
-            point[c] = encode(layout, c, x, be, like)     # always observed in training
-            continue
-        eta = linear_predictor(layout, c, g, point, codes, be, like)
+            return encode(layout, c, x, be, w.like)     # always observed in training
+        eta = w.eta(c)
         if kind == "latent" and f"{c}.loadings" in layout.fixed:
-            tril = _fixed_factor(layout, c, blocks[c][0], m, be, like)[1]
-            point[c] = torch.cholesky_solve((eta + blocks[c][1])[..., None], tril)[..., 0]
-        elif kind == "latent":
+            tril = _fixed_factor(layout, c, blocks[c][0], m, be, w.like)[1]
+            return torch.cholesky_solve((eta + blocks[c][1])[..., None], tril)[..., 0]
+        if kind == "latent":
             prec, info = blocks[c]
-            prec = be.eye(layout.latent_dim[c], like) + prec
-            point[c] = _solve(prec, eta + info)[0]
-        elif kind == "continuous":
-            point[c] = encode(layout, c, be.xp.where(m, x, eta[..., 0]), be, like)
-        else:
-            point[c] = expected_encoding(layout, c, node_dist(layout, c, g, eta, be), x, m, be, like)
-    return point
+            prec = be.eye(layout.latent_dim[c], w.like) + prec
+            return _solve(prec, eta + info)[0]
+        if kind == "continuous":
+            return encode(layout, c, be.xp.where(m, x, eta[..., 0]), be, w.like)
+        return expected_encoding(layout, c, node_dist(layout, c, g, eta, be), x, m, be, w.like)
+
+    return walk(layout, g, d, be, visit, encoded=True).enc
 
 
-def _add_children(layout, c, g, enc, point, codes, blocks, d, be, prec, info, weight,
-                  newton_steps):
+def _add_children(layout, c, g, w, point, blocks, prec, info, weight, newton_steps):
     """Gaussian q of node ``c``'s encoding (..., n, k): prior/block information ``prec``
     (..., n, k, k) and ``info`` (..., n, k) plus its children's, per patient scaled by
     ``weight`` (n,) (``None``: 1). Returns (mean, precision, Cholesky factor of the
-    precision)."""
-    like = d["one"]
+    precision). ``w``: the walk's state (the encodings drawn so far; ``point`` for the rest)."""
+    enc, codes, d, be, like = w.enc, w.codes, w.d, w.be, w.like
     exact, laplace = [], []
     for child in layout.graph.children(c):
         mixed = {p: enc[p] if p in enc else point[p] for p in layout.parents[child]}

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from bayesrad.model.compile import (Backend, Layout, encode, latent_marginal_loglik,
-                                    latent_posterior, linear_predictor)
+                                    latent_posterior, linear_predictor, walk)
 
 # Summaries reported for every posterior quantity (name -> probability).
 QUANTILES = {"q025": 0.025, "q05": 0.05, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q95": 0.95,
@@ -181,84 +181,67 @@ def propose(layout: Layout, g: dict, d: dict, draw, *, target: str | None = None
     ``"__log_weight__"`` (broadcastable to (S, L, n)).
     """
     be = Backend("pyro")
-    do, shift = dict(do or {}), dict(shift or {})
-    like = d["one"]
-    codes = {c: torch.where(d[f"m:{c}"], d[f"x:{c}"], -1) for c in layout.order
-             if layout.kind[c] == "group"}
-    enc, values, etas = {}, {}, {}
     folded: dict[str, torch.Tensor] = {}       # patients whose child was folded into a parent
-    log_weight = torch.zeros((), dtype=like.dtype)
-    for c in layout.order:
+    log_weight = torch.zeros((), dtype=d["one"].dtype)
+
+    def visit(w, c: str):
+        nonlocal log_weight
         kind = layout.kind[c]
-        x, m = d[f"x:{c}"], d[f"m:{c}"]
-        if kind == "group":
-            continue
-        if c in do:
-            values[c] = do[c]
-            enc[c] = encode(layout, c, do[c], be, like)
-            continue
-        eta = linear_predictor(layout, c, g, enc, codes, be, like)
-        etas[c] = eta
+        x, m = w.data(c)
+        eta = w.eta(c)
         if kind == "latent":
-            mean, prec = latent_posterior(layout, c, g, eta, x, m, be, like)
+            mean, prec = latent_posterior(layout, c, g, eta, x, m, be, w.like)
             log_weight = log_weight + latent_marginal_loglik(layout, c, g, eta, x, m, mean, prec, be)
             everyone = torch.ones(x.shape[0], dtype=torch.bool)
-            mean, prec, gain = _fold(layout, c, g, enc, codes, d, do, folded, everyone, mean, prec)
+            mean, prec, gain = _fold(layout, c, g, w, folded, everyone, mean, prec)
             log_weight = log_weight + gain
-            z = draw(torch.distributions.MultivariateNormal(mean, precision_matrix=prec))
-            values[c] = enc[c] = z
-            continue
+            return draw(torch.distributions.MultivariateNormal(mean, precision_matrix=prec))
         own = m & ~folded.get(c, torch.zeros_like(m))
         family = layout.families[c]
         if not family.has_site:
-            log_weight = log_weight + family.log_lik(layout, c, g, eta, x, m, d, be)
-            continue
+            log_weight = log_weight + family.log_lik(layout, c, g, eta, x, m, w.d, be)
+            return None
         fam = family.dist(layout, c, g, eta, be)
         log_weight = log_weight + torch.where(own, fam.log_prob(x), 0.0)
         if not layout.graph.children(c) and c != target:
-            continue
+            return None
         if bool(m.all()):
-            value = x                     # nothing to draw: every patient observed it
-        elif family.gaussian:
+            return x                      # nothing to draw: every patient observed it
+        if family.gaussian:
             # the missing value's conditional given its linear-Gaussian observed children
             mean, prec = eta, family.noise_precision(layout, c, g)[..., None, None]
-            mean, prec, gain = _fold(layout, c, g, enc, codes, d, do, folded, ~m, mean, prec)
+            mean, prec, gain = _fold(layout, c, g, w, folded, ~m, mean, prec)
             log_weight = log_weight + torch.where(m, 0.0, gain)
             drawn = draw(torch.distributions.Normal(mean[..., 0], prec[..., 0, 0].rsqrt()))
-            value = torch.where(m, x, drawn)
-        else:
-            value = torch.where(m, x, draw(fam))
-        if c in shift:
-            value = value + shift[c]
-            if kind == "count":
-                value = value.clamp_min(0.0)
-        values[c] = value
-        enc[c] = encode(layout, c, value, be, like)
-    values["__eta__"] = etas
+            return torch.where(m, x, drawn)
+        return torch.where(m, x, draw(fam))
+
+    w = walk(layout, g, d, be, visit, do=do, shift=shift)
+    values = dict(w.values)
+    values["__eta__"] = w.etas
     values["__log_weight__"] = log_weight
     return values
 
 
-def _fold(layout, c, g, enc, codes, d, do, folded, unknown, mean, prec):
+def _fold(layout, c, g, w, folded, unknown, mean, prec):
     """Condition the Gaussian (``mean`` (..., n, k), precision ``prec`` (..., n, k, k)) of
     node ``c`` on its observed linear-Gaussian children, for the patients in ``unknown``.
 
     A child v can be folded for a patient when v is continuous without an MLP mean, observed,
     not folded already, and all its other parents are known (processed already, intervened
-    on, or observed). Then v = r + w' c + N(0, sd^2) with r the rest of its predictor, and
-    the update is exact: prec' = prec + w w' / sd^2, and the children's marginal likelihood
+    on, or observed). Then v = r + b' c + N(0, sd^2) with r the rest of its predictor, and
+    the update is exact: prec' = prec + b b' / sd^2, and the children's marginal likelihood
     under the Gaussian before the update is returned as the log-weight gain (the identity of
     ``latent_marginal_loglik`` in general form). Marks the folded patients in ``folded``.
     """
-    be = Backend("pyro")
-    like = d["one"]
+    be, d, enc, like = w.be, w.d, w.enc, w.like      # w: the walk's state
     zero = torch.zeros((), dtype=mean.dtype)
     rhs = (prec * mean[..., None, :]).sum(-1)
     fit_before = (rhs * mean).sum(-1)
     new_prec, const, any_child = prec, zero, False
     for v in layout.graph.children(c):
         if (not getattr(layout.families.get(v), "gaussian", False) or f"{v}.mlp_w1" in g
-                or v in do or c not in layout.parents[v]):
+                or v in w.do or c not in layout.parents[v]):
             continue
         mask = d[f"m:{v}"] & unknown & ~folded.get(v, torch.zeros_like(unknown))
         known, others = {}, {}
@@ -277,12 +260,12 @@ def _fold(layout, c, g, enc, codes, d, do, folded, unknown, mean, prec):
             continue
         known.update(others)
         known[c] = torch.zeros(mean.shape, dtype=mean.dtype)      # v's predictor without c
-        rest = linear_predictor(layout, v, g, known, codes, be, like)[..., 0]       # (..., n)
-        w = layout.coef(g, v, c, be)[..., 0]                                     # (..., k)
+        rest = linear_predictor(layout, v, g, known, w.codes, be, like)[..., 0]     # (..., n)
+        coef = layout.coef(g, v, c, be)[..., 0]                                  # (..., k)
         inv_var = layout.families[v].noise_precision(layout, v, g)               # (..., 1)
         mf = mask.to(mean.dtype)
         resid = d[f"x:{v}"] - rest
-        w_n = w[..., None, :]                                                    # (..., 1, k)
+        w_n = coef[..., None, :]                                                 # (..., 1, k)
         new_prec = new_prec + (mf * inv_var)[..., None, None] * (w_n[..., :, None] * w_n[..., None, :])
         rhs = rhs + (mf * inv_var * resid)[..., None] * w_n
         const = const - 0.5 * mf * (torch.log(2.0 * math.pi / inv_var) + inv_var * resid ** 2)
