@@ -8,6 +8,7 @@ from lifelines import KaplanMeierFitter
 
 from bayesrad.errors import ModelError
 from bayesrad.evaluate import auc, brier, concordance, coverage, ece, survival_calibration
+from bayesrad.evaluate import metrics as M
 
 
 def test_auc_and_brier_reference_values():
@@ -75,3 +76,21 @@ def test_survival_calibration_in_units_of_its_errors():
     assert shifted["z"] > 3
     with pytest.raises(ModelError, match="draws must have shape"):
         survival_calibration(time, event, draws.mean(0), t, draws=draws[:, :10])
+
+
+def test_calibration_line_equals_scikit_learns_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    for n, slope, shift in ((40, 1.0, 0.0), (200, 0.5, 0.3), (500, 2.0, -1.0)):
+        logit = rng.normal(0.0, 1.5, n)
+        y = (rng.random(n) < 1 / (1 + np.exp(-(shift + slope * logit)))).astype(float)
+        p = 1 / (1 + np.exp(-logit))
+        line = M.calibration_line(y, p)
+        ref = LogisticRegression(C=1e8, tol=1e-10, max_iter=10000).fit(logit[:, None], y)
+        assert line["slope"] == pytest.approx(ref.coef_[0, 0], abs=1e-6)
+        assert line["intercept"] == pytest.approx(ref.intercept_[0], abs=1e-6)
+    # separable outcomes: a large finite slope, as scikit-learn's C=1e8 gives
+    p = np.linspace(0.05, 0.95, 30)
+    y = (p > 0.5).astype(float)
+    assert M.calibration_line(y, p)["slope"] > 50
