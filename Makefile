@@ -17,6 +17,11 @@ DEMO_OUT ?= demo_out
 export PYTHONHASHSEED := 0
 # Libraries that cache under ~ or ./data write into the build tree instead.
 export MPLBACKEND := Agg
+# Packages install without byte-compiling (--no-compile: torch, jax and the rest hold tens of
+# thousands of modules, most never imported; compiling them all was about a third of a fresh
+# install). Python compiles what is imported on first use and keeps it, which it cannot do
+# where the environment forbids writing bytecode, so that is lifted here.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo serve test benchmarks clean
 
@@ -30,9 +35,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade "pip>=24"
-	$(PIP) install --quiet -c constraints.txt torch==2.13.0
-	$(PIP) install --quiet -c constraints.txt -e ".[all]"
-	$(PIP) install --quiet -c constraints.txt --no-deps neuroHarmonize==2.5.2 neuroCombat==0.2.12
+	$(PIP) install --quiet --no-compile -c constraints.txt torch==2.13.0
+	$(PIP) install --quiet --no-compile -c constraints.txt -e ".[all]"
+	$(PIP) install --quiet --no-compile -c constraints.txt --no-deps neuroHarmonize==2.5.2 neuroCombat==0.2.12
 	touch $(STAMP)
 
 demo: $(STAMP)
