@@ -17,7 +17,10 @@ minus its training share), categorical (one-hot against the first level, centred
 way), ordinal (standardised numeric level), count (standardised count), latent (its k
 values); a group parent adds a hierarchical random intercept (non-centred).
 
-The same family code also runs outside any inference engine, vectorised over S posterior draws
+Every pass through the graph is one walk (``walk``: topological order, interventions and
+shifts, group codes, linear predictors, parent encodings) with its own visitor per node; the
+model function is one of them. The same family code also runs outside any inference engine,
+vectorised over S posterior draws
 of the globals: in ``local_pass`` (posterior-predictive replicates for ``to_arviz`` and
 ``log_likelihood``, and the simulator of SBC), in ``particles`` and ``counterfactual`` (the
 weighted particles behind ``predict``, ``query`` and ``counterfactual``) and, through
