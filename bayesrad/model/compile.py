@@ -20,12 +20,11 @@ values); a group parent adds a hierarchical random intercept (non-centred).
 Every pass through the graph is one walk (``walk``: topological order, interventions and
 shifts, group codes, linear predictors, parent encodings) with its own visitor per node; the
 model function is one of them. The same family code also runs outside any inference engine,
-vectorised over S posterior draws
-of the globals: in ``local_pass`` (posterior-predictive replicates for ``to_arviz`` and
-``log_likelihood``, and the simulator of SBC), in ``particles`` and ``counterfactual`` (the
-weighted particles behind ``predict``, ``query`` and ``counterfactual``) and, through
-``column_information`` and ``loglik_curvature``, in the amortised guide of the per-patient
-latents (``guide.py``).
+vectorised over S posterior draws of the globals: in ``local_pass`` (posterior-predictive
+replicates for ``to_arviz`` and ``log_likelihood``, and the simulator of SBC), in
+``particles`` and ``counterfactual`` (the weighted particles behind ``predict``, ``query`` and
+``counterfactual``) and, through ``column_information`` and ``loglik_curvature``, in the
+amortised guide of the per-patient latents (``guide.py``).
 """
 
 from __future__ import annotations
