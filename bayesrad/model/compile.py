@@ -640,7 +640,8 @@ class Walk:
 
     ``enc``: the encodings of the nodes visited so far (z for a latent block), which their
     children's linear predictors read; ``codes``: group codes (n,), -1 where unknown;
-    ``values``: every value set so far (model scale; intervened and shifted values included);
+    ``values``: every value set so far (model scale; intervened and shifted values included;
+    the encodings themselves in an ``encoded`` walk);
     ``etas``: the linear predictors computed by ``eta``; ``do`` / ``shift``: the pass's
     interventions (model scale).
     """
