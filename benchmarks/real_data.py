@@ -101,7 +101,6 @@ def bench_radmlbench(quick: bool) -> dict:
         result = compare(cohort, "Target", models=["bayesrad", "l1", "l2", "rf"],
                          cv="5x1" if quick else "5x3", seed=0, n_boot=1000)
         folds = result.attrs["folds"]
-        y = result.attrs["outcome"]["y"]
         entry = {"n_patients": int(len(table)), "n_features": int(table.shape[1] - 1),
                  "positive_share": float(table["Target"].mean()),
                  "n_folds": int(result.attrs["settings"]["n_folds"]), "models": {}}

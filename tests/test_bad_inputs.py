@@ -5,7 +5,6 @@ create their own inputs."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import warnings
