@@ -5,8 +5,6 @@ benchmarks/results/settings.json; here, the cheap part: the harness names a mode
 class, so each recording wrapper must keep its own class through ``sklearn.base.clone`` and
 hand back exactly the inner model's predictions."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,18 +12,8 @@ from sklearn.base import clone
 
 from bayesrad.evaluate.baselines import make_model
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _settings():
-    spec = importlib.util.spec_from_file_location("bench_settings", ROOT / "benchmarks" / "settings.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_recording_keeps_its_name_and_the_inner_predictions():
-    settings = _settings()
+def test_recording_keeps_its_name_and_the_inner_predictions(settings):
     rng = np.random.default_rng(0)
     ids = [f"P{i:03d}" for i in range(60)]
     x = pd.DataFrame(rng.normal(size=(60, 3)), index=ids, columns=["a", "b", "c"])
@@ -41,10 +29,9 @@ def test_recording_keeps_its_name_and_the_inner_predictions():
     pd.testing.assert_frame_equal(settings._RECORD["late_fusion"][0], got)
 
 
-def test_wholebody_centre_r2_sees_a_centre_shift_and_only_that():
+def test_wholebody_centre_r2_sees_a_centre_shift_and_only_that(settings):
     """Notebook 03's check of harmonised features: the OLS slope of the first covariate and the
     centre's partial R^2 given the covariates (0 without a centre shift, large with one)."""
-    settings = _settings()
     rng = np.random.default_rng(1)
     n = 400
     glucose = rng.normal(6.0, 1.0, n)
@@ -57,10 +44,9 @@ def test_wholebody_centre_r2_sees_a_centre_shift_and_only_that():
     assert abs(slope + 0.12) < 0.01 and r2 > 0.5
 
 
-def test_wholebody_knowledge_renames_the_tumour_latent_and_keeps_the_centre_a_root():
+def test_wholebody_knowledge_renames_the_tumour_latent_and_keeps_the_centre_a_root(settings):
     from bayesrad.graph import templates
 
-    settings = _settings()
     nodes = ["centre", "blood_glucose_mmol_l", "radiomics", "brain_log_suvmean", "response"]
     knowledge = settings._wholebody_knowledge(templates.load("wholebody_petct"), nodes)
     assert knowledge.tier_of("radiomics") == "disease" and knowledge.tier_of("tumour") is None

@@ -1,26 +1,13 @@
 """benchmarks/settings.py, notebook 04's helpers: the cheap parts (the notebook itself, run by
 nbmake, checks its figures against benchmarks/results/settings.json)."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from bayesrad.evaluate import metrics as M
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _settings():
-    spec = importlib.util.spec_from_file_location("bench_settings_liver", ROOT / "benchmarks" / "settings.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_attention_on_lesion_counts_the_patches_that_hold_lesion():
-    settings = _settings()
+def test_attention_on_lesion_counts_the_patches_that_hold_lesion(settings):
     masks = torch.zeros(2, 1, 16, 16, 16)
     masks[:, 0, 0:4, 4:8, 9:11] = 1.0  # inside one 4^3 patch: (x, y, z) patch (0, 1, 2)
     lesion_patch = 0 * 16 + 1 * 4 + 2  # raster order of to_instances, z fastest
@@ -32,8 +19,7 @@ def test_attention_on_lesion_counts_the_patches_that_hold_lesion():
     np.testing.assert_allclose(shares["attention_on_lesion"], [1 / 64, 1.0])
 
 
-def test_liver_metrics_agree_with_bayesrad_metrics():
-    settings = _settings()
+def test_liver_metrics_agree_with_bayesrad_metrics(settings):
     rng = np.random.default_rng(0)
     probs = rng.dirichlet([1.0, 1.0, 1.0], 90)
     y = rng.integers(0, 3, 90)
@@ -44,7 +30,6 @@ def test_liver_metrics_agree_with_bayesrad_metrics():
     assert np.isclose(settings.LIVER_METRICS["macro_auc"](y, probs), np.mean(one_vs_rest))
 
 
-def test_feature_names_are_shortened_to_phase_and_feature():
-    settings = _settings()
+def test_feature_names_are_shortened_to_phase_and_feature(settings):
     assert settings._liver_feature_name("ct_arterial_lesion_original_firstorder_mean") == "arterial_mean"
     assert settings._liver_feature_name("ct_arterial_lesion_original_shape_sphericity") == "arterial_sphericity"
