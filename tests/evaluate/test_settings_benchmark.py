@@ -5,7 +5,6 @@ benchmarks/results/settings.json; here, the cheap part: the harness names a mode
 class, so each recording wrapper must keep its own class through ``sklearn.base.clone`` and
 hand back exactly the inner model's predictions."""
 
-
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
