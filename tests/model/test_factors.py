@@ -35,9 +35,22 @@ def test_log_evidence_equals_scikit_learns_minka():
 
     x, _, _ = _low_rank(n=80, p=30)
     spectrum = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2 / 80
-    for k in (1, 3, 4, 7, 20):
-        assert _log_evidence(spectrum, k, 80, 30) == pytest.approx(
-            _assess_dimension(spectrum, k, 80), rel=1e-9)
+    evidence = _log_evidence(spectrum, 29, 80, 30)
+    assert evidence.shape == (29,)
+    for k in range(1, 30):
+        assert evidence[k - 1] == pytest.approx(_assess_dimension(spectrum, k, 80), rel=1e-9)
+    # wide and rank-deficient (n < p: zeros past the rank), where the public PCA refuses
+    x, _, _ = _low_rank(n=40, p=120)
+    spectrum = np.zeros(120)
+    spectrum[:40] = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2 / 40
+    evidence = _log_evidence(spectrum, 38, 40, 120)
+    reference = np.array([_assess_dimension(spectrum, k, 40) for k in range(1, 39)])
+    assert np.array_equal(np.isfinite(evidence), np.isfinite(reference))
+    finite = np.isfinite(reference)
+    np.testing.assert_allclose(evidence[finite], reference[finite], rtol=1e-9)
+    assert evidence.argmax() + 1 == 4
+    # k beyond p - 1 is undefined
+    assert np.all(np.isneginf(_log_evidence(np.array([2.0, 1.0]), 3, 10, 2)[1:]))
 
 
 def test_ppca_finds_the_rank_and_the_subspace_with_signed_factors():
