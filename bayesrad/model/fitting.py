@@ -30,9 +30,8 @@ class _Fitting:
 
     def _fit_svi(self, design: Design) -> None:
         import pyro
-        from pyro.optim.clipped_adam import ClippedAdam
 
-        from bayesrad.model.svi import Objective
+        from bayesrad.model.svi import ClippedAdam, Objective
 
         layout = self.layout_
         n = design.n
