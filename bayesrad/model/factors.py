@@ -103,9 +103,8 @@ def _log_evidence(spectrum: np.ndarray, upper: int, n: int, p: int) -> np.ndarra
         return np.full(requested, -np.inf)
     lam = np.asarray(spectrum, dtype=float)[:p]
     ks = np.arange(1, upper + 1)
-    idx = np.arange(1, upper + 1)
     # sum_{i <= k} of gammaln((p - i + 1) / 2) - log(pi) (p - i + 1) / 2, minus k log 2
-    pu = np.cumsum(gammaln((p - idx + 1) / 2.0) - math.log(math.pi) * (p - idx + 1) / 2.0)
+    pu = np.cumsum(gammaln((p - ks + 1) / 2.0) - math.log(math.pi) * (p - ks + 1) / 2.0)
     pu -= ks * math.log(2.0)
     head = lam[:upper]
     bad_head = np.cumsum(head <= 0) > 0
@@ -128,9 +127,8 @@ def _log_evidence(spectrum: np.ndarray, upper: int, n: int, p: int) -> np.ndarra
         within = np.cumsum(inner.sum(axis=0))                  # within[k - 1], k = 1..K
         suffix = np.cumsum(diff[:, ::-1], axis=1)[:, ::-1]     # suffix[i, k] = sum_{j>=k} diff
         pa = np.empty(upper)
-        for k in ks:
-            rest = suffix[:k, k].sum() if k < p else 0.0
-            pa[k - 1] = (within[k - 1] + rest
+        for k in ks:                                            # k <= p - 1
+            pa[k - 1] = (within[k - 1] + suffix[:k, k].sum()
                          + (p - k) * np.sum(np.log(1.0 / v[k - 1] - 1.0 / head[:k]))
                          + math.log(n) * np.sum(p - np.arange(k) - 1))
     out = pu + pl + pv + pp - pa / 2.0 - ks * math.log(n) / 2.0
