@@ -175,11 +175,11 @@ class Preprocessor:
                 p = len(st["columns"])
                 if frame is None:
                     raw = np.full((n, p), np.nan)
-                elif frame.columns.has_duplicates:
-                    raw = np.column_stack([
-                        _numeric(frame[[c]], name)[:, 0] if c in frame.columns else np.full(n, np.nan)
-                        for c in st["columns"]])
                 else:
+                    if frame.columns.has_duplicates:
+                        dup = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+                        raise ModelError(f"block {st['block']!r}: columns {dup[:5]} appear twice; "
+                                         "keep one of each (rename or drop the copies)")
                     # one conversion for the block (a column absent here is all NaN): per
                     # column, it was half a second for 1,000 columns
                     raw = _numeric(frame.reindex(columns=st["columns"]), name)

@@ -56,7 +56,7 @@ def test_a_column_absent_at_prediction_is_unobserved():
     assert design.observed[node][:, [i for i in range(14) if i != j]].all()
 
 
-def test_text_and_infinite_values_are_refused_naming_column_and_patient():
+def test_text_infinite_and_twice_given_columns_are_refused_naming_them():
     frame = _table()
     _, prep, _ = _fitted(frame)
     bad = frame.set_index("ID").astype({"feature_07": object})
@@ -67,3 +67,7 @@ def test_text_and_infinite_values_are_refused_naming_column_and_patient():
     bad.loc["p09", "feature_03"] = np.inf
     with pytest.raises(ModelError, match=r"feature_03.*inf.*p09"):
         prep.transform({"table": bad})
+    # a block given as a plain DataFrame with a column twice: which copy is meant is unknown
+    twice = pd.concat([frame.set_index("ID"), frame.set_index("ID")[["feature_04"]]], axis=1)
+    with pytest.raises(ModelError, match=r"feature_04.*twice"):
+        prep.transform({"table": twice})
